@@ -1,0 +1,180 @@
+"""Schedule configurations: YAML in, validated ScheduleConfig out.
+
+Validation errors name the file, the field and the problem (InvalidConfig); nothing is stored
+unless every file of an apply validates.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import InvalidConfig
+from .models import Calendar, JobConfig, ScheduleConfig
+
+__all__ = ["load_path", "parse_document", "content_hash", "from_snapshot", "to_yaml"]
+
+_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class _Job(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=_NAME)
+    type: str = Field(min_length=1, max_length=100)
+    batch_size: int = Field(default=100, ge=1, le=100_000)
+    concurrency: int = Field(default=4, ge=1, le=1024)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        from .jobs import registry
+
+        if value not in registry.names():
+            raise ValueError(f"unknown job type {value!r} (known: {', '.join(sorted(registry.names()))})")
+        return value
+
+
+class _Calendar(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cron: str
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if not croniter.is_valid(value) or len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a 5-field cron expression")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone {value!r}") from None
+        return value
+
+
+class _Schedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    client: str = Field(pattern=_NAME)
+    name: str = Field(pattern=_NAME)
+    description: str = Field(default="", max_length=2000)
+    mode: Literal["automatic", "manual"]
+    calendar: _Calendar
+    jobs: list[_Job] = Field(min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _unique_job_names(self) -> "_Schedule":
+        seen: set[str] = set()
+        for job in self.jobs:
+            if job.name in seen:
+                raise ValueError(f"duplicate job name {job.name!r}")
+            seen.add(job.name)
+        return self
+
+
+def parse_document(data: Any, source: str) -> ScheduleConfig:
+    """Validate one parsed YAML mapping."""
+    if not isinstance(data, dict):
+        raise InvalidConfig(source, "", "expected a mapping with client, name, mode, calendar and jobs")
+    try:
+        model = _Schedule.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        raise InvalidConfig(source, field, msg) from None
+    return ScheduleConfig(
+        client=model.client,
+        name=model.name,
+        description=model.description,
+        mode=model.mode,
+        calendar=Calendar(model.calendar.cron, model.calendar.timezone),
+        jobs=tuple(
+            JobConfig(j.name, j.type, j.batch_size, j.concurrency, dict(j.params)) for j in model.jobs
+        ),
+    )
+
+
+def load_path(path: str | Path) -> list[ScheduleConfig]:
+    """Every schedule in a YAML file (one or more documents) or a folder of them."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
+        if not files:
+            raise InvalidConfig(str(path), "", "no .yaml or .yml files in this folder")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise InvalidConfig(str(path), "", "no such file or folder")
+    configs: list[ScheduleConfig] = []
+    for file in files:
+        configs.extend(_load_file(file))
+    keys = [(c.client, c.name) for c in configs]
+    for key in set(keys):
+        if keys.count(key) > 1:
+            raise InvalidConfig(str(path), "", f"schedule {key[0]}/{key[1]} is defined more than once")
+    return configs
+
+
+def _load_file(file: Path) -> list[ScheduleConfig]:
+    source = str(file)
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise InvalidConfig(source, "", f"file is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = file.read_text(encoding="utf-8")
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except UnicodeDecodeError:
+        raise InvalidConfig(source, "", "file is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InvalidConfig(source, where, f"malformed YAML: {problem}") from None
+    if not docs:
+        raise InvalidConfig(source, "", "the file holds no schedule")
+    return [parse_document(d, source) for d in docs]
+
+
+def content_hash(config: ScheduleConfig) -> str:
+    return hashlib.sha256(_canonical(config).encode()).hexdigest()
+
+
+def _canonical(config: ScheduleConfig) -> str:
+    return json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+
+
+def snapshot_json(config: ScheduleConfig) -> str:
+    return _canonical(config)
+
+
+def from_snapshot(text: str, version: int) -> ScheduleConfig:
+    d = json.loads(text)
+    return ScheduleConfig(
+        client=d["client"],
+        name=d["name"],
+        description=d["description"],
+        mode=d["mode"],
+        calendar=Calendar(**d["calendar"]),
+        jobs=tuple(JobConfig(**j) for j in d["jobs"]),
+        version=version,
+    )
+
+
+def to_yaml(config: ScheduleConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def is_valid_name(value: str) -> bool:
+    return re.match(_NAME, value) is not None

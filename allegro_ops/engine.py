@@ -1,0 +1,299 @@
+"""Runs an execution that the service has leased: lists work items, runs them in batches on an
+executor, writes each batch's outcomes in one transaction, and pauses after an errored job.
+
+The service decides whether a run may start (states.py) and takes the lease; the engine only
+runs, checks on every write that it still holds the lease, and settles the final status.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from . import lease
+from .errors import AllegroOpsError, BadInput, WorkItemError
+from .executors import make_executor
+from .jobs import ItemInput, JobContext, JobType, registry
+from .models import JobConfig
+from .states import JobStatus, WorkItemStatus, derive_execution_status
+from .store import Store
+from .store import executions as ex_sql
+from .store import work_items as wi_sql
+
+__all__ = ["Engine", "RunMode", "LeaseLost", "outcome_of", "process_batch"]
+
+Clock = Callable[[], dt.datetime]
+
+
+class RunMode(str, Enum):
+    PROCESS = "process"
+    REPROCESS = "reprocess"
+    JOB_PROCESS = "job process"
+    JOB_RETRY = "job retry"
+
+
+class LeaseLost(AllegroOpsError):
+    """Another process took this run over; this one stops writing."""
+
+
+def outcome_of(exc: BaseException | None) -> tuple[str, str | None, str | None]:
+    """The one mapping from what a handler did to a work item outcome: (status, code, reason)."""
+    if exc is None:
+        return WorkItemStatus.PROCESSED.value, None, None
+    if isinstance(exc, WorkItemError):
+        return WorkItemStatus.ERROR.value, str(exc.error_code), str(exc.reason)
+    text = str(exc) or type(exc).__name__
+    return WorkItemStatus.ERROR.value, "UNHANDLED", f"{type(exc).__name__}: {text}"[:4000]
+
+
+def process_batch(
+    job_type: JobType, rows: list[tuple[int, int, str, str]], state: Any, ctx: JobContext, clock: Clock
+) -> pa.Table:
+    """Run one batch (item_no, batch_id, account_id, payload JSON) in a worker; never raises
+    for an item's failure."""
+    cols: dict[str, list[Any]] = {name: [] for name in wi_sql.RESULT_SCHEMA.names}
+    for item_no, batch_id, account_id, payload in rows:
+        started = clock()
+        try:
+            job_type.process_item(ItemInput(item_no, account_id, batch_id, json.loads(payload)), state, ctx)
+            status, code, reason = outcome_of(None)
+        except Exception as exc:  # noqa: BLE001 - every failure of an item is an outcome
+            status, code, reason = outcome_of(exc)
+        cols["item_no"].append(item_no)
+        cols["batch_id"].append(batch_id)
+        cols["status"].append(status)
+        cols["error_code"].append(code)
+        cols["reason"].append(reason)
+        cols["started_at"].append(started)
+        cols["finished_at"].append(clock())
+    return pa.table(cols, schema=wi_sql.RESULT_SCHEMA)
+
+
+@dataclass(frozen=True)
+class _Run:
+    execution_id: int
+    generation: int
+    client: str
+    schedule: str
+    run_date: dt.date
+    token: str
+
+
+class Engine:
+    def __init__(self, store: Store, clock: Clock, executor: str = "local") -> None:
+        self.store = store
+        self.clock = clock
+        self.executor = executor
+
+    def run(self, row: ex_sql.ExecutionRow, token: str, mode: RunMode, job_name: str | None = None) -> None:
+        """Run the leased execution; always settles its status and releases the lease."""
+        run = _Run(row.execution_id, row.generation, row.client, row.schedule, row.run_date, token)
+        lease.register(token)
+        beat = _Heartbeat(self.store, run, self.clock)
+        beat.start()
+        try:
+            self._run_plan(run, mode, job_name)
+        finally:
+            beat.stop()
+            lease.unregister(token)
+            self._settle(run)
+
+    def _run_plan(self, run: _Run, mode: RunMode, job_name: str | None) -> None:
+        jobs = self.store.read(lambda con: ex_sql.jobs_of(con, run.execution_id, run.generation))
+        rerun = (WorkItemStatus.ERROR.value, WorkItemStatus.PENDING.value)
+        fresh = (WorkItemStatus.PENDING.value,)
+        if mode is RunMode.PROCESS:
+            self._run_in_sequence(run, jobs, 0)
+            return
+        if mode is RunMode.REPROCESS:
+            index = next(i for i, j in enumerate(jobs) if j.status == JobStatus.ERRORED.value)
+            if self._run_job(run, jobs[index], rerun):
+                self._run_in_sequence(run, jobs, index + 1)
+            return
+        index = next(i for i, j in enumerate(jobs) if j.name == job_name)
+        if mode is RunMode.JOB_PROCESS:
+            self._run_job(run, jobs[index], fresh)
+            return
+        if self._run_job(run, jobs[index], rerun):
+            if all(j.status == JobStatus.COMPLETED.value for j in jobs[:index]):
+                self._run_in_sequence(run, jobs, index + 1)
+
+    def _run_in_sequence(self, run: _Run, jobs: list[ex_sql.JobRow], start: int) -> None:
+        """Run the PENDING (or interrupted) jobs from ``start`` on; pause at the first error."""
+        for job in jobs[start:]:
+            if job.status == JobStatus.COMPLETED.value:
+                continue
+            if job.status == JobStatus.ERRORED.value:
+                return
+            if not self._run_job(run, job, (WorkItemStatus.PENDING.value,)):
+                return
+
+    def _run_job(self, run: _Run, job: ex_sql.JobRow, statuses: tuple[str, ...]) -> bool:
+        """Run one job's items of the given statuses; True when the job ends COMPLETED."""
+        config = JobConfig(**json.loads(job.config_json))
+        job_type = registry.get(job.type)
+        ctx = JobContext(run.client, run.schedule, run.run_date, job.name, dict(config.params), self.store)
+        now = self.clock()
+        try:
+            if not job.items_listed:
+                items = _normalize_items(job_type.list_work_items(ctx), job.name)
+
+                def start(con):
+                    self._check_lease(con, run)
+                    wi_sql.insert_items(con, job.job_id, items, config.batch_size, now)
+                    ex_sql.set_job(con, job.job_id, status="IN_PROGRESS", items_listed=True,
+                                   total=items.num_rows, started_at=now, finished_at=None)
+            else:
+
+                def start(con):
+                    self._check_lease(con, run)
+                    ex_sql.set_job(con, job.job_id, status="IN_PROGRESS", started_at=job.started_at or now,
+                                   finished_at=None)
+
+            self.store.write(start)
+            state = job_type.prepare(ctx)
+        except Exception:
+            # Listing or preparing failed: nothing of this job ran. Put it back as it was.
+            self.store.write(lambda con: ex_sql.set_job(con, job.job_id, status=job.status))
+            raise
+        self._run_batches(run, job, config, job_type, state, ctx, statuses)
+        return self.store.write(lambda con: self._finish_job(con, run, job.job_id))
+
+    def _run_batches(self, run, job, config: JobConfig, job_type, state, ctx, statuses) -> None:
+        executor = make_executor(self.executor, config.concurrency)
+        in_flight: deque[Future] = deque()
+        batches = self._batches(job.job_id, statuses, config)
+        ok = False
+        try:
+            for batch in batches:
+                in_flight.append(executor.submit(process_batch, job_type, batch, state, ctx, self.clock))
+                if len(in_flight) >= 2 * config.concurrency:
+                    self._write_done(run, job.job_id, in_flight, block=True)
+            while in_flight:
+                self._write_done(run, job.job_id, in_flight, block=True)
+            ok = True
+        finally:
+            executor.close(cancel=not ok)
+
+    def _batches(self, job_id: int, statuses: tuple[str, ...], config: JobConfig) -> Iterator[list[tuple]]:
+        after = 0
+        chunk = config.batch_size * max(1, config.concurrency)
+        while True:
+            table = self.store.read(lambda con: wi_sql.read_items(con, job_id, statuses, after, chunk))
+            if table.num_rows == 0:
+                return
+            rows = list(zip(*(table.column(n).to_pylist() for n in ("item_no", "batch_id", "account_id", "payload"))))
+            after = rows[-1][0]
+            for i in range(0, len(rows), config.batch_size):
+                yield rows[i : i + config.batch_size]
+
+    def _write_done(self, run: _Run, job_id: int, in_flight: deque[Future], block: bool) -> None:
+        """Write every finished batch in one transaction (waiting for at least one if asked)."""
+        if block:
+            wait(list(in_flight), return_when=FIRST_COMPLETED)
+        done = [f for f in in_flight if f.done()]
+        if not done:
+            return
+        for f in done:
+            in_flight.remove(f)
+        results = pa.concat_tables([f.result() for f in done])
+        now = self.clock()
+
+        def write(con):
+            self._check_lease(con, run)
+            wi_sql.write_results(con, job_id, results, run.token)
+            ex_sql.heartbeat(con, run.execution_id, run.token, now)
+
+        self.store.write(write)
+
+    def _finish_job(self, con, run: _Run, job_id: int) -> bool:
+        self._check_lease(con, run)
+        counts = wi_sql.count_by_status(con, job_id)
+        processed, error = counts.get("PROCESSED", 0), counts.get("ERROR", 0)
+        total = sum(counts.values())
+        pending = total - processed - error
+        status = JobStatus.ERRORED if error else (JobStatus.COMPLETED if not pending else JobStatus.IN_PROGRESS)
+        ex_sql.set_job(con, job_id, status=status.value, total=total, processed=processed, error=error,
+                       finished_at=self.clock())
+        return status is JobStatus.COMPLETED
+
+    def _settle(self, run: _Run) -> None:
+        def settle(con):
+            if ex_sql.lease_token(con, run.execution_id) != run.token:
+                return  # someone took the run over; it is theirs to settle
+            jobs = ex_sql.jobs_of(con, run.execution_id, run.generation)
+            stuck = [j for j in jobs if j.status == JobStatus.IN_PROGRESS.value and j.pending == 0 and j.items_listed]
+            for j in stuck:  # fully written but not finished (e.g. interrupted between the two writes)
+                ex_sql.set_job(con, j.job_id, status="ERRORED" if j.error else "COMPLETED", finished_at=self.clock())
+            jobs = ex_sql.jobs_of(con, run.execution_id, run.generation)
+            status = derive_execution_status([JobStatus(j.status) for j in jobs])
+            finished = self.clock() if status.value in ("COMPLETED", "ERRORED") else None
+            ex_sql.set_execution(con, run.execution_id, status=status.value, finished_at=finished)
+            ex_sql.release_lease(con, run.execution_id, run.token)
+
+        self.store.write(settle)
+
+    @staticmethod
+    def _check_lease(con, run: _Run) -> None:
+        if ex_sql.lease_token(con, run.execution_id) != run.token:
+            raise LeaseLost(
+                f"run of {run.client}/{run.schedule} {run.run_date} was taken over by another process"
+            )
+
+
+class _Heartbeat:
+    """Refreshes the lease while handlers run long between writes."""
+
+    def __init__(self, store: Store, run: _Run, clock: Clock, every: float = 10.0) -> None:
+        self._store, self._run, self._clock, self._every = store, run, clock, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="allegro-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self._store.write(lambda con: ex_sql.heartbeat(con, self._run.execution_id, self._run.token, self._clock()))
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next tick
+                pass
+
+
+def _normalize_items(items: Any, job_name: str) -> pa.Table:
+    """account_id (text) and payload (JSON text) columns from whatever the job type listed."""
+    if isinstance(items, pa.Table):
+        accounts, payloads = items.column("account_id").to_pylist(), items.column("payload").to_pylist()
+    elif isinstance(items, pd.DataFrame):
+        accounts, payloads = items["account_id"].tolist(), items["payload"].tolist()
+    else:
+        pairs = list(items)
+        accounts, payloads = [a for a, _ in pairs], [p for _, p in pairs]
+    encoded = []
+    for account, payload in zip(accounts, payloads):
+        if isinstance(payload, str):
+            try:
+                json.loads(payload)
+            except ValueError:
+                raise BadInput(f"job {job_name}: work item {account!r}: payload is not valid JSON text") from None
+            encoded.append(payload)
+            continue
+        try:
+            encoded.append(json.dumps(payload, ensure_ascii=False, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"job {job_name}: work item {account!r}: payload is not JSON-serializable ({exc})") from None
+    return pa.table({"account_id": pa.array([str(a) for a in accounts], pa.string()),
+                     "payload": pa.array(encoded, pa.string())})

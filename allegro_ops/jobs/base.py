@@ -1,0 +1,57 @@
+"""What a job type is: it lists a date's work items and processes them, one item at a time."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from ..store import Store
+
+__all__ = ["JobType", "JobContext", "ItemInput"]
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Where a job runs: the execution's client, schedule and run date, and the job's params."""
+
+    client: str
+    schedule: str
+    run_date: dt.date
+    job: str
+    params: dict[str, Any] = field(default_factory=dict)
+    store: "Store | None" = None  # read access for job types that list items from the workspace
+
+
+@dataclass(frozen=True)
+class ItemInput:
+    item_no: int
+    account_id: str
+    batch_id: int
+    payload: Any  # the decoded JSON payload
+
+
+class JobType:
+    """Base class of job types. Subclasses set ``name`` and override the two methods.
+
+    ``process_item`` fails a work item by raising WorkItemError(code, reason); any other
+    exception becomes the error code UNHANDLED with the exception's text. It runs in worker
+    threads (or Dask workers), so it must not touch the database: whatever it needs from the
+    workspace comes from ``prepare``, which runs once per job run in the coordinating process.
+    """
+
+    name: ClassVar[str] = ""
+
+    def list_work_items(self, ctx: JobContext) -> "pa.Table | pd.DataFrame | list[tuple[str, Any]]":
+        """The date's work items: account_id and a JSON-serializable payload each."""
+        raise NotImplementedError
+
+    def prepare(self, ctx: JobContext) -> Any:
+        """State shared by every item of this job run (reference data, a client session)."""
+        return None
+
+    def process_item(self, item: ItemInput, state: Any, ctx: JobContext) -> None:
+        raise NotImplementedError

@@ -1,0 +1,230 @@
+"""Frozen records the service hands out: configs, executions, jobs, stats, work items."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .states import ExecutionStatus, JobStatus, Phase, ScheduleAction, JobAction
+
+__all__ = [
+    "JobConfig",
+    "Calendar",
+    "ScheduleConfig",
+    "ScheduleSummary",
+    "JobRun",
+    "Execution",
+    "Lease",
+    "JobStats",
+    "ErrorCount",
+    "WorkItem",
+    "AuditEntry",
+]
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    name: str
+    type: str
+    batch_size: int = 100
+    concurrency: int = 4
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "batch_size": self.batch_size,
+            "concurrency": self.concurrency,
+            "params": dict(self.params),
+        }
+
+
+@dataclass(frozen=True)
+class Calendar:
+    cron: str
+    timezone: str
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """One immutable version of a schedule configuration."""
+
+    client: str
+    name: str
+    description: str
+    mode: str  # "automatic" | "manual"
+    calendar: Calendar
+    jobs: tuple[JobConfig, ...]
+    version: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "client": self.client,
+            "name": self.name,
+            "description": self.description,
+            "mode": self.mode,
+            "calendar": {"cron": self.calendar.cron, "timezone": self.calendar.timezone},
+            "jobs": [j.to_dict() for j in self.jobs],
+        }
+
+
+@dataclass(frozen=True)
+class ScheduleSummary:
+    client: str
+    schedule: str
+    mode: str
+    calendar: str
+    timezone: str
+    version: int
+    jobs: tuple[str, ...]
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "client": self.client,
+            "schedule": self.schedule,
+            "mode": self.mode,
+            "calendar": self.calendar,
+            "version": self.version,
+            "jobs": list(self.jobs),
+        }
+
+
+@dataclass(frozen=True)
+class Lease:
+    host: str
+    pid: int
+    heartbeat: dt.datetime
+    alive: bool
+
+
+@dataclass(frozen=True)
+class JobRun:
+    name: str
+    sequence: int
+    type: str
+    status: JobStatus
+    total: int
+    pending: int
+    processed: int
+    error: int
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    actions: dict[JobAction, bool] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sequence": self.sequence,
+            "status": self.status.value,
+            "total": self.total,
+            "pending": self.pending,
+            "processed": self.processed,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class Execution:
+    """A schedule's execution for one run date, as it stands now (NOT_CREATED included)."""
+
+    client: str
+    schedule: str
+    run_date: dt.date
+    status: ExecutionStatus
+    phase: Phase
+    config_version: int | None
+    config: ScheduleConfig | None  # the snapshot this date runs with (current config if NOT_CREATED)
+    jobs: tuple[JobRun, ...]
+    actions: dict[ScheduleAction, bool]
+    generation: int = 0
+    lease: Lease | None = None
+    created_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+    def job(self, name: str) -> JobRun:
+        for j in self.jobs:
+            if j.name == name:
+                return j
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "client": self.client,
+            "schedule": self.schedule,
+            "run_date": self.run_date.isoformat(),
+            "status": self.status.value,
+            "config_version": self.config_version,
+            "jobs": [j.to_dict() for j in self.jobs],
+            "actions": {a.value: bool(v) for a, v in self.actions.items()},
+            "owner_lost": self.phase is Phase.STALLED,
+        }
+
+
+@dataclass(frozen=True)
+class ErrorCount:
+    error_code: str
+    count: int
+
+
+@dataclass(frozen=True)
+class JobStats:
+    total: int
+    pending: int
+    processed: int
+    error: int
+    errors_by_code: tuple[ErrorCount, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "pending": self.pending,
+            "processed": self.processed,
+            "error": self.error,
+            "errors_by_code": [asdict(e) for e in self.errors_by_code],
+        }
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    item_no: int
+    account_id: str
+    batch_id: int
+    status: str
+    error_code: str | None
+    reason: str | None
+    payload: Any
+    attempts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "batch_id": self.batch_id,
+            "reason": self.reason,
+            "status": self.status,
+            "error_code": self.error_code,
+            "payload": self.payload,
+            "attempts": self.attempts,
+        }
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    time: dt.datetime
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time": self.time.isoformat(),
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "outcome": self.outcome,
+            "reason": self.reason,
+        }

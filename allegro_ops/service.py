@@ -1,0 +1,382 @@
+"""The service API: one method per operator action. The CLI, the widgets and the notebooks call
+this and nothing deeper. Every action is checked against the state table, audited, and raises a
+typed error when refused or malformed."""
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import config as config_mod
+from . import lease
+from .engine import Engine, RunMode
+from .errors import ActionRefused, AllegroOpsError, BadInput, NotFound
+from .models import (
+    AuditEntry, ErrorCount, Execution, JobRun, JobStats, Lease, ScheduleConfig, ScheduleSummary, WorkItem,
+)
+from .states import (
+    ExecutionStatus, JobAction, JobStatus, Phase, ScheduleAction, job_actions, job_refusal, phase_of,
+    refusal, schedule_actions,
+)
+from .store import DB_FILENAME, Store
+from .store import catalog as cat_sql
+from .store import executions as ex_sql
+from .store import work_items as wi_sql
+
+__all__ = ["Workspace", "parse_date", "utc_now"]
+
+Clock = Callable[[], dt.datetime]
+MIN_DATE, MAX_DATE = dt.date(1990, 1, 1), dt.date(2100, 12, 31)
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def parse_date(value: str | dt.date) -> dt.date:
+    """An ISO run date (YYYY-MM-DD) between 1990 and 2100."""
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if not isinstance(value, dt.date):
+        text = str(value).strip()
+        try:
+            if len(text) != 10:
+                raise ValueError
+            value = dt.date.fromisoformat(text)
+        except ValueError:
+            raise BadInput(f"bad date {text!r}: expected an existing day as YYYY-MM-DD") from None
+    if not MIN_DATE <= value <= MAX_DATE:
+        raise BadInput(f"bad date {value.isoformat()}: run dates lie between {MIN_DATE} and {MAX_DATE}")
+    return value
+
+
+class Workspace:
+    """A workspace folder: the DuckDB file and runs/. Cheap to build; holds no open connection."""
+
+    def __init__(
+        self,
+        home: str | Path | None = None,
+        *,
+        clock: Clock | None = None,
+        actor: str | None = None,
+        lock_timeout: float | None = None,
+        executor: str = "local",
+    ) -> None:
+        self.home = Path(home if home is not None else os.environ.get("ALLEGRO_OPS_HOME", ".")).resolve()
+        self.store = Store(self.home / DB_FILENAME, lock_timeout=lock_timeout)
+        self.clock: Clock = clock or utc_now
+        self.actor = actor or os.environ.get("ALLEGRO_OPS_ACTOR") or _os_user()
+        self.engine = Engine(self.store, self.clock, executor)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    # ----------------------------------------------------------------- configurations
+    def apply_config(self, path: str | Path) -> list[dict[str, Any]]:
+        """Validate every schedule under path, then store a new version of each that changed."""
+        configs = config_mod.load_path(path)
+        now = self.clock()
+
+        def write(con):
+            applied = []
+            for cfg in configs:
+                latest = cat_sql.latest_config(con, cfg.client, cfg.name)
+                digest = config_mod.content_hash(cfg)
+                if latest and latest[1] == digest:
+                    applied.append({"client": cfg.client, "schedule": cfg.name, "version": latest[0], "changed": False})
+                    continue
+                version = (latest[0] if latest else 0) + 1
+                cat_sql.insert_config_version(con, cfg.client, cfg.name, version, digest,
+                                              config_mod.snapshot_json(cfg), now, self.actor)
+                applied.append({"client": cfg.client, "schedule": cfg.name, "version": version, "changed": True})
+            for a in applied:
+                cat_sql.append_audit(con, time=now, actor=self.actor, action="config apply", client=a["client"],
+                                     target=f"{a['client']}/{a['schedule']}",
+                                     outcome=f"version {a['version']}" + ("" if a["changed"] else " (unchanged)"))
+            return applied
+
+        return self.store.write(write)
+
+    def schedules(self, client: str | None = None) -> list[ScheduleSummary]:
+        rows = self.store.read(lambda con: cat_sql.list_latest_configs(con, client))
+        out = []
+        for version, text in rows:
+            cfg = config_mod.from_snapshot(text, version)
+            out.append(ScheduleSummary(cfg.client, cfg.name, cfg.mode, cfg.calendar.cron, cfg.calendar.timezone,
+                                       version, tuple(j.name for j in cfg.jobs), cfg.description))
+        if client is not None and not out:
+            raise NotFound("client", client)
+        return out
+
+    def config(self, client: str, schedule: str) -> ScheduleConfig:
+        """The current configuration version of a schedule."""
+        row = self.store.read(lambda con: cat_sql.latest_config(con, client, schedule))
+        if row is None:
+            self._raise_unknown(client, schedule)
+        return config_mod.from_snapshot(row[2], row[0])
+
+    def export_config(self, client: str, schedule: str) -> str:
+        return config_mod.to_yaml(self.config(client, schedule))
+
+    # ----------------------------------------------------------------- reading an execution
+    def execution(self, client: str, schedule: str, run_date: str | dt.date) -> Execution:
+        day = parse_date(run_date)
+        current = self.config(client, schedule)
+        return self.store.read(lambda con: self._execution(con, current, day))
+
+    def _execution(self, con, current: ScheduleConfig, day: dt.date) -> Execution:
+        row = ex_sql.find_execution(con, current.client, current.name, day)
+        if row is None:
+            phase = Phase.NOT_CREATED
+            return Execution(current.client, current.name, day, ExecutionStatus.NOT_CREATED, phase, None, current,
+                             (), schedule_actions(phase, False))
+        jobs = ex_sql.jobs_of(con, row.execution_id, row.generation)
+        now = self.clock()
+        alive = lease.owner_alive(row.lease_token, row.lease_host, row.lease_pid, row.lease_heartbeat, now)
+        status = ExecutionStatus(row.status)
+        phase = phase_of(status, alive)
+        has_errored = any(j.status == JobStatus.ERRORED.value for j in jobs)
+        runs = tuple(
+            JobRun(j.name, j.sequence, j.type, JobStatus(j.status), j.total, j.pending, j.processed, j.error,
+                   j.started_at, j.finished_at, job_actions(JobStatus(j.status), phase))
+            for j in jobs
+        )
+        owner = None
+        if row.lease_token:
+            owner = Lease(row.lease_host or "", row.lease_pid or 0, row.lease_heartbeat, alive)
+        return Execution(row.client, row.schedule, row.run_date, status, phase, row.config_version,
+                         config_mod.from_snapshot(row.snapshot_json, row.config_version), runs,
+                         schedule_actions(phase, has_errored), row.generation, owner,
+                         row.created_at, row.started_at, row.finished_at)
+
+    # ----------------------------------------------------------------- schedule actions
+    def create(self, client: str, schedule: str, run_date: str | dt.date) -> Execution:
+        """Create the date's execution from the current config version; all jobs PENDING."""
+        day = parse_date(run_date)
+        cfg = self.config(client, schedule)
+        action = ScheduleAction.CREATE
+
+        def write(con):
+            row = ex_sql.find_execution(con, client, schedule, day)
+            created = None
+            if row is None:
+                created = ex_sql.insert_execution(con, client, schedule, day, cfg.version,
+                                                  config_mod.snapshot_json(cfg), self.clock())
+            if created is None:
+                status = row.status if row else "PENDING"
+                raise self._refused(action, f"{_name(client, schedule, day)} is {status}; create needs NOT_CREATED",
+                                    client, schedule, day)
+            ex_sql.insert_jobs(con, created, 1, _job_rows(cfg))
+
+        self._audited(action.value, client, schedule, day, None, lambda: self.store.write(write))
+        return self.execution(client, schedule, day)
+
+    def recreate(self, client: str, schedule: str, run_date: str | dt.date) -> Execution:
+        """Rebuild a PENDING execution's jobs from the current config version (the old ones are archived)."""
+        return self._new_generation(ScheduleAction.RECREATE, client, schedule, run_date)
+
+    def reset(self, client: str, schedule: str, run_date: str | dt.date) -> Execution:
+        """Back to PENDING with fresh jobs from the execution's own snapshot; work items are archived."""
+        return self._new_generation(ScheduleAction.RESET, client, schedule, run_date)
+
+    def _new_generation(self, action: ScheduleAction, client, schedule, run_date) -> Execution:
+        day = parse_date(run_date)
+        current = self.config(client, schedule)
+
+        def write(con):
+            row, _ = self._check(con, action, client, schedule, day)
+            now = self.clock()
+            ex_sql.archive_generation(con, row, now, self.actor, action.value)
+            cfg = current if action is ScheduleAction.RECREATE else config_mod.from_snapshot(row.snapshot_json, row.config_version)
+            generation = row.generation + 1
+            ex_sql.set_execution(con, row.execution_id, generation=generation, config_version=cfg.version,
+                                 snapshot_json=config_mod.snapshot_json(cfg), status="PENDING",
+                                 started_at=None, finished_at=None, lease_token=None, lease_host=None,
+                                 lease_pid=None, lease_heartbeat=None)
+            ex_sql.insert_jobs(con, row.execution_id, generation, _job_rows(cfg))
+
+        self._audited(action.value, client, schedule, day, None, lambda: self.store.write(write))
+        return self.execution(client, schedule, day)
+
+    def process(self, client: str, schedule: str, run_date: str | dt.date) -> Execution:
+        """Run the PENDING jobs in sequence (or resume a run whose owner died); pause at an error."""
+        return self._run(ScheduleAction.PROCESS, RunMode.PROCESS, client, schedule, run_date)
+
+    def reprocess(self, client: str, schedule: str, run_date: str | dt.date) -> Execution:
+        """Re-run the first errored job's errored work items; if it completes, run the rest."""
+        return self._run(ScheduleAction.REPROCESS, RunMode.REPROCESS, client, schedule, run_date)
+
+    def process_job(self, client: str, schedule: str, run_date: str | dt.date, job: str) -> Execution:
+        """Run one PENDING job now."""
+        return self._run(JobAction.PROCESS, RunMode.JOB_PROCESS, client, schedule, run_date, job)
+
+    def retry_job(self, client: str, schedule: str, run_date: str | dt.date, job: str) -> Execution:
+        """Re-run a job's errored work items; if it completes, the paused jobs after it run."""
+        return self._run(JobAction.RETRY, RunMode.JOB_RETRY, client, schedule, run_date, job)
+
+    def _run(self, action, mode: RunMode, client, schedule, run_date, job: str | None = None) -> Execution:
+        day = parse_date(run_date)
+        self.config(client, schedule)
+        token = lease.new_token()
+
+        def begin(con):
+            row, _ = self._check(con, action, client, schedule, day, job)
+            now = self.clock()
+            ex_sql.take_lease(con, row.execution_id, token, lease.HOST, os.getpid(), now)
+            ex_sql.set_execution(con, row.execution_id, status="IN_PROGRESS", started_at=row.started_at or now,
+                                 finished_at=None)
+            return row
+
+        def run():
+            row = self.store.write(begin)
+            self.engine.run(row, token, mode, job)
+            return self.execution(client, schedule, day).status.value
+
+        self._audited(action.value, client, schedule, day, job, run)
+        return self.execution(client, schedule, day)
+
+    def _check(self, con, action, client, schedule, day, job: str | None = None):
+        """Load the execution and refuse the action when the state table does not allow it."""
+        row = ex_sql.find_execution(con, client, schedule, day)
+        if row is None:
+            raise self._refused(action, f"{_name(client, schedule, day)} is NOT_CREATED; {action.value} needs "
+                                "a created execution", client, schedule, day, job)
+        jobs = ex_sql.jobs_of(con, row.execution_id, row.generation)
+        alive = lease.owner_alive(row.lease_token, row.lease_host, row.lease_pid, row.lease_heartbeat, self.clock())
+        phase = phase_of(ExecutionStatus(row.status), alive)
+        if isinstance(action, JobAction):
+            match = [j for j in jobs if j.name == job]
+            if not match:
+                raise NotFound("job", str(job), f"jobs of {client}/{schedule} {day}: {', '.join(j.name for j in jobs)}")
+            reason = job_refusal(action, JobStatus(match[0].status), phase, _name(client, schedule, day),
+                                 f"job {job} of {_name(client, schedule, day)}")
+        else:
+            reason = refusal(action, phase, any(j.status == JobStatus.ERRORED.value for j in jobs),
+                             _name(client, schedule, day))
+        if reason:
+            raise self._refused(action, reason, client, schedule, day, job, row.status)
+        return row, jobs
+
+    def _refused(self, action, reason, client, schedule, day, job=None, status="") -> ActionRefused:
+        return ActionRefused(action.value, reason, client=client, schedule=schedule,
+                             run_date=day.isoformat(), job=job, status=status)
+
+    def _audited(self, action: str, client, schedule, day, job, fn: Callable[[], Any]) -> Any:
+        """Run an action and append its outcome (done, refused with reason, or failed) to the audit log."""
+        target = f"{client}/{schedule} {day}" + (f" job {job}" if job else "")
+        try:
+            result = fn()
+        except ActionRefused as exc:
+            self._audit(action, client, target, "refused", exc.reason)
+            raise
+        except AllegroOpsError as exc:
+            self._audit(action, client, target, "failed", str(exc))
+            raise
+        except Exception as exc:
+            self._audit(action, client, target, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        self._audit(action, client, target, result if isinstance(result, str) else "done", "")
+        return result
+
+    def _audit(self, action: str, client: str | None, target: str, outcome: str, reason: str) -> None:
+        self.store.write(lambda con: cat_sql.append_audit(con, time=self.clock(), actor=self.actor, action=action,
+                                                          client=client, target=target, outcome=outcome,
+                                                          reason=reason))
+
+    # ----------------------------------------------------------------- job details
+    def job_stats(self, client: str, schedule: str, run_date: str | dt.date, job: str) -> JobStats:
+        """Total, pending, processed and error counts, and the errors grouped by error code."""
+        job_id = self._job_id(client, schedule, run_date, job)
+
+        def read(con):
+            row = con.execute("SELECT total, processed, error FROM jobs WHERE job_id = ?", [job_id]).fetchall()[0]
+            codes = wi_sql.errors_by_code(con, job_id)
+            return row, codes
+
+        (total, processed, error), codes = self.store.read(read)
+        return JobStats(total, total - processed - error, processed, error,
+                        tuple(ErrorCount(c or "UNKNOWN", n) for c, n in codes))
+
+    def job_errors(self, client: str, schedule: str, run_date: str | dt.date, job: str, *,
+                   code: str | None = None, limit: int = 50, offset: int = 0, after: int = 0) -> list[WorkItem]:
+        """One page of the job's errored work items (of one error code when given)."""
+        if limit < 1 or limit > 10_000 or offset < 0 or after < 0:
+            raise BadInput("bad paging: limit lies between 1 and 10000, offset and after are >= 0")
+        job_id = self._job_id(client, schedule, run_date, job)
+
+        def read(con):
+            if code is not None and code not in {c for c, _ in wi_sql.errors_by_code(con, job_id)}:
+                raise NotFound("error code", code, f"job {job} has no errored work item with it")
+            return wi_sql.errored_items(con, job_id, code, limit, offset, after)
+
+        rows = self.store.read(read)
+        return [WorkItem(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
+
+    def _job_id(self, client, schedule, run_date, job) -> int:
+        day = parse_date(run_date)
+        self.config(client, schedule)
+
+        def read(con):
+            row = ex_sql.find_execution(con, client, schedule, day)
+            if row is None:
+                raise self._refused(JobAction.STATS, f"{_name(client, schedule, day)} is NOT_CREATED; job stats "
+                                    "needs a created execution",
+                                    client, schedule, day, job)
+            for j in ex_sql.jobs_of(con, row.execution_id, row.generation):
+                if j.name == job:
+                    return j.job_id
+            raise NotFound("job", job, f"not a job of {client}/{schedule} {day}")
+
+        return self.store.read(read)
+
+    # ----------------------------------------------------------------- history and audit
+    def account_history(self, client: str, account_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        """Every attempt at the account's work items, newest date first, archived generations included."""
+        rows = self.store.read(lambda con: wi_sql.account_history(con, client, account_id, limit))
+        keys = ("schedule", "run_date", "generation", "current_generation", "job", "attempt", "batch_id",
+                "status", "error_code", "reason", "finished_at", "payload")
+        out = []
+        for r in rows:
+            d = dict(zip(keys, r))
+            d["archived"] = d.pop("current_generation") != d["generation"]
+            d["payload"] = json.loads(d["payload"])
+            out.append(d)
+        return out
+
+    def history(self, client: str, schedule: str, last: int = 14) -> list[dict[str, Any]]:
+        """Per run date and job (last N dates): statuses, counts, start and finish times."""
+        self.config(client, schedule)
+        rows = self.store.read(lambda con: ex_sql.execution_history(con, client, schedule, last))
+        keys = ("run_date", "execution_status", "sequence", "job", "job_status", "total", "processed", "error",
+                "started_at", "finished_at")
+        return [dict(zip(keys, r)) for r in rows]
+
+    def audit(self, client: str | None = None, limit: int = 1000) -> list[AuditEntry]:
+        return [AuditEntry(*r) for r in self.store.read(lambda con: cat_sql.read_audit(con, client, limit))]
+
+    def _raise_unknown(self, client: str, schedule: str) -> None:
+        known = {s.client for s in self.schedules()}
+        if client not in known:
+            raise NotFound("client", client, f"known: {', '.join(sorted(known)) or 'none (apply a config first)'}")
+        names = [s.schedule for s in self.schedules(client)]
+        raise NotFound("schedule", f"{client}/{schedule}", f"schedules of {client}: {', '.join(names)}")
+
+
+def _name(client: str, schedule: str, day: dt.date) -> str:
+    return f"execution {client}/{schedule} {day.isoformat()}"
+
+
+def _job_rows(cfg: ScheduleConfig) -> list[tuple[str, str, str]]:
+    return [(j.name, j.type, json.dumps(j.to_dict(), sort_keys=True)) for j in cfg.jobs]
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid-{os.getuid()}"

@@ -1,0 +1,165 @@
+"""Statuses and the one table that decides which action is allowed in which state.
+
+The engine, the CLI and the widgets all ask this module; nothing else decides enablement.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = [
+    "ExecutionStatus",
+    "JobStatus",
+    "WorkItemStatus",
+    "Phase",
+    "ScheduleAction",
+    "JobAction",
+    "phase_of",
+    "schedule_actions",
+    "job_actions",
+    "refusal",
+    "job_refusal",
+    "derive_execution_status",
+]
+
+
+class ExecutionStatus(str, Enum):
+    NOT_CREATED = "NOT_CREATED"
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    ERRORED = "ERRORED"
+
+
+class JobStatus(str, Enum):
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    ERRORED = "ERRORED"
+
+
+class WorkItemStatus(str, Enum):
+    PENDING = "PENDING"
+    PROCESSED = "PROCESSED"
+    ERROR = "ERROR"
+
+
+class Phase(str, Enum):
+    """An execution status refined by whether a live process owns the run."""
+
+    NOT_CREATED = "NOT_CREATED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"  # IN_PROGRESS and its owner is alive
+    STALLED = "STALLED"  # IN_PROGRESS and its owner is gone: Process resumes it
+    COMPLETED = "COMPLETED"
+    ERRORED = "ERRORED"
+
+
+class ScheduleAction(str, Enum):
+    CREATE = "create"
+    RECREATE = "recreate"
+    PROCESS = "process"
+    REPROCESS = "reprocess"
+    RESET = "reset"
+
+
+class JobAction(str, Enum):
+    PROCESS = "job process"
+    RETRY = "job retry"
+    STATS = "job stats"
+
+
+@dataclass(frozen=True)
+class _Rule:
+    phases: frozenset[Phase]
+    needs: str  # what the refusal message says the action needs
+    needs_errored_job: bool = False
+
+
+def _rule(phases: set[Phase], needs: str, needs_errored_job: bool = False) -> _Rule:
+    return _Rule(frozenset(phases), needs, needs_errored_job)
+
+
+P = Phase
+# The table. A schedule action is allowed when the execution's phase is listed and, where
+# marked, a job of the execution is ERRORED.
+SCHEDULE_RULES: dict[ScheduleAction, _Rule] = {
+    ScheduleAction.CREATE: _rule({P.NOT_CREATED}, "NOT_CREATED"),
+    ScheduleAction.RECREATE: _rule({P.PENDING}, "PENDING"),
+    ScheduleAction.PROCESS: _rule({P.PENDING, P.STALLED}, "PENDING, or IN_PROGRESS with its owner lost"),
+    ScheduleAction.REPROCESS: _rule(
+        {P.ERRORED, P.STALLED}, "ERRORED, or an errored job and no live run", needs_errored_job=True
+    ),
+    ScheduleAction.RESET: _rule(
+        {P.PENDING, P.STALLED, P.COMPLETED, P.ERRORED}, "a created execution with no live run"
+    ),
+}
+
+# Job actions: allowed job statuses, and the execution phases in which they may run.
+_J = JobStatus
+_JOB_PHASES = frozenset({P.PENDING, P.STALLED, P.COMPLETED, P.ERRORED})
+JOB_RULES: dict[JobAction, tuple[frozenset[JobStatus], frozenset[Phase], str]] = {
+    JobAction.PROCESS: (frozenset({_J.PENDING}), _JOB_PHASES, "a PENDING job"),
+    JobAction.RETRY: (frozenset({_J.ERRORED}), _JOB_PHASES, "an ERRORED job"),
+    JobAction.STATS: (frozenset(JobStatus), frozenset(Phase) - {P.NOT_CREATED}, "a created job"),
+}
+
+
+def phase_of(status: ExecutionStatus, owner_alive: bool) -> Phase:
+    if status is ExecutionStatus.IN_PROGRESS:
+        return Phase.RUNNING if owner_alive else Phase.STALLED
+    return Phase(status.value)
+
+
+def schedule_actions(phase: Phase, has_errored_job: bool) -> dict[ScheduleAction, bool]:
+    """Every schedule action and whether it is enabled now."""
+    return {a: refusal(a, phase, has_errored_job) is None for a in ScheduleAction}
+
+
+def refusal(
+    action: ScheduleAction, phase: Phase, has_errored_job: bool, execution: str = "execution"
+) -> str | None:
+    """None when allowed; else the reason, phrased for '<action> refused: <reason>'.
+
+    ``execution`` names the execution in the reason (e.g. "execution acme/daily-billing 2026-11-24")."""
+    rule = SCHEDULE_RULES[action]
+    if phase not in rule.phases:
+        return f"{execution} is {_describe(phase)}; {action.value} needs {rule.needs}"
+    if rule.needs_errored_job and not has_errored_job:
+        return f"{execution} is {_describe(phase)} and no job is ERRORED; {action.value} needs {rule.needs}"
+    return None
+
+
+def job_actions(job_status: JobStatus, phase: Phase) -> dict[JobAction, bool]:
+    return {a: job_refusal(a, job_status, phase) is None for a in JobAction}
+
+
+def job_refusal(
+    action: JobAction, job_status: JobStatus, phase: Phase, execution: str = "execution", job: str = "job"
+) -> str | None:
+    """None when allowed; else the reason, naming the execution or the job that stands in the way."""
+    statuses, phases, needs = JOB_RULES[action]
+    if phase not in phases:
+        return f"{execution} is {_describe(phase)}; {action.value} needs no live run"
+    if job_status not in statuses:
+        return f"{job} is {job_status.value}; {action.value} needs {needs}"
+    return None
+
+
+def derive_execution_status(job_statuses: list[JobStatus]) -> ExecutionStatus:
+    """The execution's status when no run holds it, from its jobs' statuses."""
+    if any(s is JobStatus.IN_PROGRESS for s in job_statuses):
+        return ExecutionStatus.IN_PROGRESS
+    if any(s is JobStatus.ERRORED for s in job_statuses):
+        return ExecutionStatus.ERRORED
+    if job_statuses and all(s is JobStatus.COMPLETED for s in job_statuses):
+        return ExecutionStatus.COMPLETED
+    return ExecutionStatus.PENDING
+
+
+def _describe(phase: Phase) -> str:
+    if phase is Phase.RUNNING:
+        return "IN_PROGRESS (a live run owns it)"
+    if phase is Phase.STALLED:
+        return "IN_PROGRESS (owner lost)"
+    return phase.value

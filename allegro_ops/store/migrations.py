@@ -1,0 +1,166 @@
+"""Numbered schema migrations, applied in order and recorded in schema_migrations."""
+from __future__ import annotations
+
+import duckdb
+
+__all__ = ["MIGRATIONS", "migrate"]
+
+_V1 = """
+CREATE SEQUENCE IF NOT EXISTS seq_execution START 1;
+CREATE SEQUENCE IF NOT EXISTS seq_job START 1;
+CREATE SEQUENCE IF NOT EXISTS seq_audit START 1;
+
+-- Immutable configuration versions: a new row only when the content changed.
+CREATE TABLE config_versions (
+    client VARCHAR NOT NULL,
+    schedule VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    content_hash VARCHAR NOT NULL,
+    config_json VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    created_by VARCHAR NOT NULL,
+    PRIMARY KEY (client, schedule, version)
+);
+
+-- One execution per (client, schedule, run_date), ever. Reset and Recreate move it to a new
+-- generation; jobs and work items of earlier generations stay, archived.
+CREATE TABLE executions (
+    execution_id BIGINT PRIMARY KEY,
+    client VARCHAR NOT NULL,
+    schedule VARCHAR NOT NULL,
+    run_date DATE NOT NULL,
+    generation INTEGER NOT NULL,
+    config_version INTEGER NOT NULL,
+    snapshot_json VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ,
+    lease_token VARCHAR,
+    lease_host VARCHAR,
+    lease_pid INTEGER,
+    lease_heartbeat TIMESTAMPTZ,
+    UNIQUE (client, schedule, run_date)
+);
+
+-- What each generation was when it was archived by a Reset or Recreate.
+CREATE TABLE archived_generations (
+    execution_id BIGINT NOT NULL,
+    generation INTEGER NOT NULL,
+    config_version INTEGER NOT NULL,
+    snapshot_json VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    archived_at TIMESTAMPTZ NOT NULL,
+    archived_by VARCHAR NOT NULL,
+    action VARCHAR NOT NULL
+);
+
+CREATE TABLE jobs (
+    job_id BIGINT PRIMARY KEY,
+    execution_id BIGINT NOT NULL,
+    generation INTEGER NOT NULL,
+    sequence INTEGER NOT NULL,
+    name VARCHAR NOT NULL,
+    type VARCHAR NOT NULL,
+    config_json VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    items_listed BOOLEAN NOT NULL DEFAULT false,
+    total BIGINT NOT NULL DEFAULT 0,
+    processed BIGINT NOT NULL DEFAULT 0,
+    error BIGINT NOT NULL DEFAULT 0,
+    started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ
+);
+
+-- Current state of each work item; every attempt is also a row of attempts.
+CREATE TABLE work_items (
+    job_id BIGINT NOT NULL,
+    item_no INTEGER NOT NULL,
+    account_id VARCHAR NOT NULL,
+    batch_id INTEGER NOT NULL,
+    payload VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    error_code VARCHAR,
+    reason VARCHAR,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    updated_at TIMESTAMPTZ
+);
+
+CREATE TABLE attempts (
+    job_id BIGINT NOT NULL,
+    item_no INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    batch_id INTEGER NOT NULL,
+    status VARCHAR NOT NULL,
+    error_code VARCHAR,
+    reason VARCHAR,
+    started_at TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ NOT NULL,
+    run_token VARCHAR NOT NULL
+);
+
+CREATE TABLE audit (
+    entry_id BIGINT NOT NULL DEFAULT nextval('seq_audit'),
+    time TIMESTAMPTZ NOT NULL,
+    actor VARCHAR NOT NULL,
+    action VARCHAR NOT NULL,
+    client VARCHAR,
+    target VARCHAR NOT NULL,
+    outcome VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL
+);
+
+-- The demo platform's data that demo job types look up (accounts and reference catalogs).
+CREATE TABLE demo_accounts (
+    client VARCHAR NOT NULL,
+    account_id VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    plan_id VARCHAR NOT NULL,
+    currency VARCHAR NOT NULL,
+    tax_region VARCHAR NOT NULL,
+    email VARCHAR NOT NULL,
+    card_expiry DATE NOT NULL,
+    monthly_usage DOUBLE NOT NULL
+);
+
+CREATE TABLE demo_catalog (
+    client VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    value DOUBLE
+);
+
+CREATE TABLE demo_settings (
+    client VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    value VARCHAR NOT NULL
+);
+"""
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "engine tables", _V1),
+]
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Apply every migration the file has not seen yet, each in its own transaction."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+    )
+    done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+    for version, name, sql in MIGRATIONS:
+        if version in done:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(sql)
+            con.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name]
+            )
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            con.execute("ROLLBACK")
+            if "already exists" in str(exc) or "PRIMARY KEY" in str(exc) or "Conflict" in str(exc):
+                continue  # another process migrated first
+            raise

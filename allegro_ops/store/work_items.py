@@ -1,0 +1,154 @@
+"""SQL for work items and their attempts: bulk insert, keyset reads, batch result writes, stats."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+__all__ = [
+    "insert_items",
+    "read_items",
+    "write_results",
+    "errors_by_code",
+    "count_by_status",
+    "errored_items",
+    "account_history",
+    "RESULT_SCHEMA",
+]
+
+RESULT_SCHEMA = pa.schema(
+    [
+        ("item_no", pa.int32()),
+        ("batch_id", pa.int32()),
+        ("status", pa.string()),
+        ("error_code", pa.string()),
+        ("reason", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def insert_items(
+    con: duckdb.DuckDBPyConnection, job_id: int, items: pa.Table, batch_size: int, now: dt.datetime
+) -> int:
+    """Insert a job's work items (columns account_id, payload as JSON text) in one statement.
+
+    Items are numbered from 1 in the given order and cut into batches of batch_size."""
+    con.register("_new_items", items)
+    try:
+        con.execute(
+            "INSERT INTO work_items (job_id, item_no, account_id, batch_id, payload, status, attempts, updated_at) "
+            "SELECT ?, n, account_id, ((n - 1) // ?) + 1, payload, 'PENDING', 0, ? "
+            "FROM (SELECT account_id, payload, CAST(row_number() OVER () AS INTEGER) AS n FROM _new_items)",
+            [job_id, batch_size, now],
+        )
+    finally:
+        con.unregister("_new_items")
+    return items.num_rows
+
+
+def read_items(
+    con: duckdb.DuckDBPyConnection, job_id: int, statuses: tuple[str, ...], after: int, limit: int
+) -> pa.Table:
+    """Work items of these statuses with item_no > after, in item order (keyset paging)."""
+    return con.sql(
+        "SELECT item_no, batch_id, account_id, payload FROM work_items "
+        "WHERE job_id = $job AND item_no > $after AND list_contains($statuses, status) "
+        "ORDER BY item_no LIMIT $limit",
+        params={"job": job_id, "after": after, "statuses": list(statuses), "limit": limit},
+    ).to_arrow_table()
+
+
+def write_results(con: duckdb.DuckDBPyConnection, job_id: int, results: pa.Table, run_token: str) -> tuple[int, int]:
+    """Record one batch's outcomes: an attempt row per item, the items' current state, and the
+    job's counters. Returns the (processed, error) deltas applied to the job's counters."""
+    con.register("_results", results)
+    try:
+        lo, hi = con.execute("SELECT min(item_no), max(item_no) FROM _results").fetchall()[0]
+        old = con.execute(
+            "SELECT count(*) FILTER (WHERE w.status = 'PROCESSED'), count(*) FILTER (WHERE w.status = 'ERROR') "
+            "FROM work_items w JOIN _results r ON w.item_no = r.item_no "
+            "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ?",
+            [job_id, lo, hi],
+        ).fetchall()[0]
+        con.execute(
+            "INSERT INTO attempts SELECT ?, r.item_no, w.attempts + 1, r.batch_id, r.status, r.error_code, "
+            "r.reason, r.started_at, r.finished_at, ? "
+            "FROM _results r JOIN work_items w ON w.item_no = r.item_no "
+            "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ?",
+            [job_id, run_token, job_id, lo, hi],
+        )
+        con.execute(
+            "UPDATE work_items w SET status = r.status, error_code = r.error_code, reason = r.reason, "
+            "attempts = w.attempts + 1, updated_at = r.finished_at FROM _results r "
+            "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ? AND w.item_no = r.item_no",
+            [job_id, lo, hi],
+        )
+        new = con.execute(
+            "SELECT count(*) FILTER (WHERE status = 'PROCESSED'), count(*) FILTER (WHERE status = 'ERROR') "
+            "FROM _results"
+        ).fetchall()[0]
+    finally:
+        con.unregister("_results")
+    d_processed, d_error = new[0] - old[0], new[1] - old[1]
+    con.execute(
+        "UPDATE jobs SET processed = processed + ?, error = error + ? WHERE job_id = ?",
+        [d_processed, d_error, job_id],
+    )
+    return d_processed, d_error
+
+
+def count_by_status(con: duckdb.DuckDBPyConnection, job_id: int) -> dict[str, int]:
+    rows = con.execute(
+        "SELECT status, count(*) FROM work_items WHERE job_id = ? GROUP BY status", [job_id]
+    ).fetchall()
+    return {status: n for status, n in rows}
+
+
+def errors_by_code(con: duckdb.DuckDBPyConnection, job_id: int) -> list[tuple[str, int]]:
+    """(error_code, count), largest count first."""
+    return con.execute(
+        "SELECT error_code, count(*) AS n FROM work_items WHERE job_id = ? AND status = 'ERROR' "
+        "GROUP BY error_code ORDER BY n DESC, error_code",
+        [job_id],
+    ).fetchall()
+
+
+def errored_items(
+    con: duckdb.DuckDBPyConnection,
+    job_id: int,
+    error_code: str | None,
+    limit: int,
+    offset: int = 0,
+    after: int = 0,
+) -> list[tuple[Any, ...]]:
+    """One page of errored items: item_no, account_id, batch_id, status, error_code, reason,
+    payload, attempts. Keyset paging with ``after`` (an item_no); ``offset`` also works."""
+    return con.execute(
+        "SELECT item_no, account_id, batch_id, status, error_code, reason, payload, attempts "
+        "FROM work_items WHERE job_id = ? AND status = 'ERROR' AND (? IS NULL OR error_code = ?) "
+        "AND item_no > ? ORDER BY item_no LIMIT ? OFFSET ?",
+        [job_id, error_code, error_code, after, limit, offset],
+    ).fetchall()
+
+
+def account_history(
+    con: duckdb.DuckDBPyConnection, client: str, account_id: str, limit: int = 500
+) -> list[tuple[Any, ...]]:
+    """Every attempt at this account's work items across schedules, dates, generations and jobs,
+    newest first: schedule, run_date, generation, current generation, job, attempt, batch_id,
+    status, error_code, reason, finished_at, payload."""
+    return con.execute(
+        "SELECT e.schedule, e.run_date, j.generation, e.generation, j.name, a.attempt, a.batch_id, "
+        "a.status, a.error_code, a.reason, a.finished_at, w.payload "
+        "FROM work_items w "
+        "JOIN jobs j ON j.job_id = w.job_id "
+        "JOIN executions e ON e.execution_id = j.execution_id "
+        "JOIN attempts a ON a.job_id = w.job_id AND a.item_no = w.item_no "
+        "WHERE e.client = ? AND w.account_id = ? "
+        "ORDER BY e.run_date DESC, e.schedule, j.generation DESC, j.sequence, a.attempt DESC LIMIT ?",
+        [client, account_id, limit],
+    ).fetchall()
