@@ -1,0 +1,33 @@
+# allegro-ops: two commands on a fresh machine with python3:
+#   make dashboard   demo workspace + the operations dashboard (Voila) on 127.0.0.1
+#   make test        the whole test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEMO_HOME ?= .demo
+DEMO_DATE ?= $(shell date +%F)
+PORT ?= 8866
+
+.PHONY: install demo dashboard test bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dashboard,notebooks,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	@test -f $(DEMO_HOME)/allegro_ops.duckdb || $(VENV)/bin/allegro-ops --home $(DEMO_HOME) demo init
+	@$(VENV)/bin/allegro-ops --home $(DEMO_HOME) status acme daily-billing $(DEMO_DATE) --json | grep -q '"NOT_CREATED"' \
+	  && $(VENV)/bin/allegro-ops --home $(DEMO_HOME) create acme daily-billing $(DEMO_DATE) >/dev/null || true
+	@$(VENV)/bin/allegro-ops --home $(DEMO_HOME) status acme daily-billing $(DEMO_DATE) --json | grep -q '"process": true' \
+	  && $(VENV)/bin/allegro-ops --home $(DEMO_HOME) process acme daily-billing $(DEMO_DATE) || \
+	  $(VENV)/bin/allegro-ops --home $(DEMO_HOME) status acme daily-billing $(DEMO_DATE)
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache

@@ -1,0 +1,66 @@
+"""Shared fixtures: a temporary workspace, a fixed clock, and a demo workspace."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from allegro_ops import Workspace
+from allegro_ops.demo import init_demo
+
+RUN_DATE = dt.date(2026, 11, 24)
+
+
+class FixedClock:
+    """A clock tests set and move by hand."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.timezone.utc))
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "workspace"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def workspace(home: Path, clock: FixedClock) -> Workspace:
+    return Workspace(home, clock=clock, actor="tester")
+
+
+@pytest.fixture
+def demo(workspace: Workspace) -> Workspace:
+    """A demo workspace: clients acme and globex, 400 accounts each, nothing executed yet."""
+    init_demo(workspace, accounts=400, seed=7, batch_size=50)
+    return workspace
+
+
+@pytest.fixture
+def cli_env(home: Path) -> dict[str, str]:
+    """Environment for running the CLI in a subprocess against the temporary workspace."""
+    env = dict(os.environ)
+    env["ALLEGRO_OPS_HOME"] = str(home)
+    env["ALLEGRO_OPS_ACTOR"] = "tester"
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    return env
+
+
+@pytest.fixture
+def cli_cmd() -> list[str]:
+    return [sys.executable, "-m", "allegro_ops.cli"]
