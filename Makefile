@@ -26,6 +26,9 @@ demo: install
 	  && $(VENV)/bin/allegro-ops --home $(DEMO_HOME) process acme daily-billing $(DEMO_DATE) || \
 	  $(VENV)/bin/allegro-ops --home $(DEMO_HOME) status acme daily-billing $(DEMO_DATE)
 
+dashboard: install
+	$(PY) -m widgets.serve --home $(DEMO_HOME) --port $(PORT)
+
 test: install
 	$(PY) -m pytest -q
 
