@@ -32,5 +32,9 @@ dashboard: install
 test: install
 	$(PY) -m pytest -q
 
+bench: install
+	cd benchmarks && ../$(PY) bench_engine.py && ../$(PY) bench_queries.py && \
+	  ../$(PY) bench_read_while_write.py && ../$(PY) bench_scaling.py
+
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache

@@ -1,0 +1,70 @@
+"""Synthetic executions for benchmarks: millions of work items written set-based in SQL.
+
+Used by benchmarks/ to measure operator queries on large histories without running the engine
+for hours. The rows look exactly like the engine's (same tables, same current generation)."""
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+
+__all__ = ["seed_executions"]
+
+ERROR_CODES = ["RATE_PLAN_NOT_FOUND", "TAX_RULE_MISSING", "INVALID_EMAIL", "CARD_EXPIRED", "HTTP_503"]
+
+
+def seed_executions(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    client: str,
+    schedule: str,
+    config_version: int,
+    snapshot_json: str,
+    jobs: list[tuple[str, str, str]],
+    dates: list[dt.date],
+    items_per_job: int,
+    batch_size: int,
+    error_every: int,
+    now: dt.datetime,
+) -> int:
+    """COMPLETED-or-ERRORED executions for each date; every ``error_every``-th work item of the
+    last job is ERROR (codes cycle through ERROR_CODES). Returns the work items written."""
+    written = 0
+    for day in dates:
+        execution_id = con.execute("SELECT nextval('seq_execution')").fetchall()[0][0]
+        errored_job = len(jobs)
+        status = "ERRORED" if error_every else "COMPLETED"
+        con.execute(
+            "INSERT INTO executions (execution_id, client, schedule, run_date, generation, config_version, "
+            "snapshot_json, status, created_at, started_at, finished_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
+            [execution_id, client, schedule, day, config_version, snapshot_json, status, now, now, now],
+        )
+        for sequence, (name, type_, config_json) in enumerate(jobs, start=1):
+            job_id = con.execute("SELECT nextval('seq_job')").fetchall()[0][0]
+            fails = error_every if sequence == errored_job else 0
+            con.execute(
+                "INSERT INTO work_items SELECT ?, n, 'ACC-' || lpad(CAST(n AS VARCHAR), 8, '0'), ((n - 1) // ?) + 1, "
+                "'{\"account_id\":\"ACC-' || lpad(CAST(n AS VARCHAR), 8, '0') || '\",\"run_date\":\"' || ? || "
+                "'\",\"plan\":{\"id\":\"standard\"},\"currency\":\"USD\",\"amount\":' || (n % 997) || '.25}', "
+                "CASE WHEN ? > 0 AND n % ? = 0 THEN 'ERROR' ELSE 'PROCESSED' END, "
+                "CASE WHEN ? > 0 AND n % ? = 0 THEN ?[1 + (n // ?) % ?] END, "
+                "CASE WHEN ? > 0 AND n % ? = 0 THEN 'synthetic failure of item ' || n END, 1, ? "
+                "FROM range(1, ? + 1) r(n)",
+                [job_id, batch_size, day.isoformat(), fails, fails, fails, fails, ERROR_CODES, max(fails, 1),
+                 len(ERROR_CODES), fails, fails, now, items_per_job],
+            )
+            con.execute(
+                "INSERT INTO attempts SELECT job_id, item_no, 1, batch_id, status, error_code, reason, ?, ?, 'synthetic' "
+                "FROM work_items WHERE job_id = ?",
+                [now, now, job_id],
+            )
+            errors = items_per_job // fails if fails else 0
+            con.execute(
+                "INSERT INTO jobs (job_id, execution_id, generation, sequence, name, type, config_json, status, "
+                "items_listed, total, processed, error, started_at, finished_at) "
+                "VALUES (?, ?, 1, ?, ?, ?, ?, ?, true, ?, ?, ?, ?, ?)",
+                [job_id, execution_id, sequence, name, type_, config_json, "ERRORED" if errors else "COMPLETED",
+                 items_per_job, items_per_job - errors, errors, now, now],
+            )
+            written += items_per_job
+    return written
