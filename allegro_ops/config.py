@@ -5,6 +5,7 @@ unless every file of an apply validates.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -16,6 +17,7 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .calendars import fires_ever
 from .errors import InvalidConfig
 from .models import Calendar, JobConfig, ScheduleConfig
 
@@ -33,6 +35,19 @@ class _Job(BaseModel):
     concurrency: int = Field(default=4, ge=1, le=1024)
     params: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("params")
+    @classmethod
+    def _json_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Params are stored as JSON, so they must be JSON data (quote dates, use text keys)."""
+        try:
+            same = json.loads(json.dumps(value, sort_keys=True, allow_nan=False)) == value
+        except (TypeError, ValueError):
+            same = False
+        if not same:
+            raise ValueError("params must be JSON data: text keys; text, numbers, booleans, null, lists and "
+                             "mappings as values (quote dates)")
+        return value
+
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str) -> str:
@@ -43,17 +58,53 @@ class _Job(BaseModel):
         return value
 
 
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
 class _Calendar(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cron: str
     timezone: str = "UTC"
+    # Business-day rules (optional; see docs/automation.md). Defaults change nothing.
+    holidays: list[dt.date] = Field(default_factory=list, max_length=10_000)
+    holiday_set: str | None = Field(default=None, pattern=_NAME)
+    non_business_day: Literal["skip", "next", "previous", "run"] = "run"
+    weekend: list[str] = Field(default_factory=list)
 
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
         if not croniter.is_valid(value) or len(value.split()) != 5:
             raise ValueError(f"{value!r} is not a 5-field cron expression")
+        if not fires_ever(value):
+            raise ValueError(f"{value!r} never fires (no matching date within 9 years)")
         return value
+
+    @field_validator("holidays", mode="before")
+    @classmethod
+    def _dates_only(cls, value: Any) -> Any:
+        for item in value if isinstance(value, list) else []:
+            if not isinstance(item, (dt.date, str)):
+                raise ValueError(f"{item!r} is not a date (write YYYY-MM-DD)")
+        return value
+
+    @field_validator("weekend", mode="before")
+    @classmethod
+    def _weekdays(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError("expected a list of weekdays, e.g. [sat, sun]")
+        days = set()
+        full = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+        for item in value:
+            name = item.strip().lower() if isinstance(item, str) else ""
+            if name in full:
+                name = name[:3]
+            if name not in _WEEKDAYS:
+                raise ValueError(f"{item!r} is not a weekday (mon, tue, wed, thu, fri, sat, sun)")
+            days.add(name)
+        if len(days) == 7:
+            raise ValueError("a weekend cannot cover all seven days")
+        return [d for d in _WEEKDAYS if d in days]
 
     @field_validator("timezone")
     @classmethod
@@ -100,7 +151,14 @@ def parse_document(data: Any, source: str) -> ScheduleConfig:
         name=model.name,
         description=model.description,
         mode=model.mode,
-        calendar=Calendar(model.calendar.cron, model.calendar.timezone),
+        calendar=Calendar(
+            model.calendar.cron,
+            model.calendar.timezone,
+            tuple(sorted(set(model.calendar.holidays))),
+            model.calendar.holiday_set,
+            model.calendar.non_business_day,
+            tuple(model.calendar.weekend),
+        ),
         jobs=tuple(
             JobConfig(j.name, j.type, j.batch_size, j.concurrency, dict(j.params)) for j in model.jobs
         ),
@@ -111,7 +169,7 @@ def load_path(path: str | Path) -> list[ScheduleConfig]:
     """Every schedule in a YAML file (one or more documents) or a folder of them."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
         if not files:
             raise InvalidConfig(str(path), "", "no .yaml or .yml files in this folder")
     elif path.is_file():
@@ -142,6 +200,9 @@ def _load_file(file: Path) -> list[ScheduleConfig]:
         where = f"line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InvalidConfig(source, where, f"malformed YAML: {problem}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. a date that does not exist: 2026-02-30
+        problem = (str(exc) or type(exc).__name__).splitlines()[0]
+        raise InvalidConfig(source, "", f"malformed YAML: {problem}") from None
     if not docs:
         raise InvalidConfig(source, "", "the file holds no schedule")
     return [parse_document(d, source) for d in docs]
@@ -166,7 +227,7 @@ def from_snapshot(text: str, version: int) -> ScheduleConfig:
         name=d["name"],
         description=d["description"],
         mode=d["mode"],
-        calendar=Calendar(**d["calendar"]),
+        calendar=Calendar.from_dict(d["calendar"]),
         jobs=tuple(JobConfig(**j) for j in d["jobs"]),
         version=version,
     )

@@ -42,8 +42,40 @@ class JobConfig:
 
 @dataclass(frozen=True)
 class Calendar:
+    """When a schedule runs: cron in an IANA timezone, plus optional business-day rules
+    (see allegro_ops/calendars.py and docs/automation.md)."""
+
     cron: str
     timezone: str
+    holidays: tuple[dt.date, ...] = ()
+    holiday_set: str | None = None  # a named set in <home>/holidays.yaml
+    non_business_day: str = "run"  # skip | next | previous | run
+    weekend: tuple[str, ...] = ()  # e.g. ("sat", "sun")
+
+    def to_dict(self) -> dict[str, Any]:
+        """cron and timezone, plus each business-day rule only when set, so that configs
+        without rules keep their content hash."""
+        d: dict[str, Any] = {"cron": self.cron, "timezone": self.timezone}
+        if self.holidays:
+            d["holidays"] = [h.isoformat() for h in self.holidays]
+        if self.holiday_set:
+            d["holiday_set"] = self.holiday_set
+        if self.non_business_day != "run":
+            d["non_business_day"] = self.non_business_day
+        if self.weekend:
+            d["weekend"] = list(self.weekend)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Calendar":
+        return cls(
+            cron=d["cron"],
+            timezone=d["timezone"],
+            holidays=tuple(dt.date.fromisoformat(h) for h in d.get("holidays", ())),
+            holiday_set=d.get("holiday_set"),
+            non_business_day=d.get("non_business_day", "run"),
+            weekend=tuple(d.get("weekend", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -64,7 +96,7 @@ class ScheduleConfig:
             "name": self.name,
             "description": self.description,
             "mode": self.mode,
-            "calendar": {"cron": self.calendar.cron, "timezone": self.calendar.timezone},
+            "calendar": self.calendar.to_dict(),
             "jobs": [j.to_dict() for j in self.jobs],
         }
 
