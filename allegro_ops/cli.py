@@ -260,5 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+from . import cli_analyst  # noqa: E402,F401  (registers export)
+from . import cli_scheduler  # noqa: E402,F401  (registers scheduler, run, backfill)
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -139,6 +139,52 @@ CREATE TABLE demo_settings (
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "engine tables", _V1),
+    (2, "analyst views", """
+-- Documented, stable views for analysts (docs/analysts.md); the tables under them may change.
+-- Work items of each execution's current generation.
+CREATE OR REPLACE VIEW v_work_items AS
+SELECT e.client, e.schedule, e.run_date, e.generation, j.name AS job, j.sequence AS job_sequence,
+       j.type AS job_type, w.job_id, w.item_no, w.account_id, w.batch_id, w.status, w.error_code, w.reason,
+       w.attempts, w.payload, w.updated_at  -- payload: JSON text (a JSON cast would parse every row)
+FROM executions e
+JOIN jobs j ON j.execution_id = e.execution_id AND j.generation = e.generation
+JOIN work_items w ON w.job_id = j.job_id;
+
+-- The currently errored work items.
+CREATE OR REPLACE VIEW v_errors AS SELECT * FROM v_work_items WHERE status = 'ERROR';
+
+-- Every attempt at every work item, archived generations included (archived = true).
+CREATE OR REPLACE VIEW v_attempts AS
+SELECT e.client, e.schedule, e.run_date, j.generation, j.generation <> e.generation AS archived,
+       j.name AS job, j.sequence AS job_sequence, a.job_id, a.item_no, w.account_id, a.attempt, a.batch_id,
+       a.status, a.error_code, a.reason, a.started_at, a.finished_at,
+       date_diff('millisecond', a.started_at, a.finished_at) / 1000.0 AS duration_s, a.run_token
+FROM attempts a
+JOIN work_items w ON w.job_id = a.job_id AND w.item_no = a.item_no
+JOIN jobs j ON j.job_id = a.job_id
+JOIN executions e ON e.execution_id = j.execution_id;
+
+-- Jobs of each execution's current generation.
+CREATE OR REPLACE VIEW v_jobs AS
+SELECT e.client, e.schedule, e.run_date, e.generation, e.status AS execution_status, j.name AS job,
+       j.sequence AS job_sequence, j.type AS job_type, j.job_id, j.status, j.total, j.processed, j.error,
+       j.total - j.processed - j.error AS pending, j.started_at, j.finished_at,
+       date_diff('millisecond', j.started_at, j.finished_at) / 1000.0 AS duration_s
+FROM executions e
+JOIN jobs j ON j.execution_id = e.execution_id AND j.generation = e.generation;
+
+-- One row per execution (client, schedule, run date) with its current generation's job totals.
+CREATE OR REPLACE VIEW v_executions AS
+SELECT e.client, e.schedule, e.run_date, e.status, e.config_version, e.generation, e.created_at,
+       e.started_at, e.finished_at, date_diff('millisecond', e.started_at, e.finished_at) / 1000.0 AS duration_s,
+       count(j.job_id) AS jobs, count(j.job_id) FILTER (WHERE j.status = 'ERRORED') AS errored_jobs,
+       CAST(coalesce(sum(j.total), 0) AS BIGINT) AS total, CAST(coalesce(sum(j.processed), 0) AS BIGINT) AS processed,
+       CAST(coalesce(sum(j.error), 0) AS BIGINT) AS error,
+       CAST(coalesce(sum(j.total - j.processed - j.error), 0) AS BIGINT) AS pending
+FROM executions e
+LEFT JOIN jobs j ON j.execution_id = e.execution_id AND j.generation = e.generation
+GROUP BY ALL;
+"""),
 ]
 
 
