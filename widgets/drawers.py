@@ -1,0 +1,163 @@
+"""The drill-down drawers of a job: Stats (the four counts and a donut), errors by error code
+(Error Count, Error Code, View), and the work items of one code (Account Id, Batch Id, Reason,
+Status, Payload), paged. Each drawer has Cancel (closes one level) and Close all."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import ipywidgets as widgets
+
+from .charts import figure_widgets_available, job_progress_figure, update_job_progress
+from .job_tile import close_tree, make_button, make_html, show
+from .view_state import ItemPager, ItemRowView, StatsView, esc, item_rows
+
+__all__ = ["Drawers", "DrawerHandlers", "expandable"]
+
+
+@dataclass(frozen=True)
+class DrawerHandlers:
+    errors_info: Callable[[], None]
+    view: Callable[[str], None]  # error code
+    page: Callable[[int], None]  # -1 previous, +1 next
+    cancel: Callable[[], None]
+    close_all: Callable[[], None]
+
+
+def expandable(summary: str, full: str) -> str:
+    """A details/summary block: the summary on one line, the full text in an escaped <pre>."""
+    return (f'<details class="ao-expand"><summary>{esc(summary) or "&nbsp;"}</summary>'
+            f"<pre>{esc(full)}</pre></details>")
+
+
+def _drawer(css: str, title: str, body: list[widgets.Widget], handlers: DrawerHandlers) -> widgets.VBox:
+    cancel = make_button("Cancel", "ao-cancel", tooltip="Close this drawer", on_click=handlers.cancel)
+    close_all = make_button("Close all", "ao-close-all", tooltip="Back to the activity pane",
+                            on_click=handlers.close_all)
+    footer = widgets.HBox([close_all, cancel])
+    footer.add_class("ao-drawer-footer")
+    box = widgets.VBox([make_html(title, "ao-drawer-title"), *body, footer])
+    box.add_class("ao-drawer")
+    box.add_class(css)
+    return box
+
+
+class Drawers(widgets.VBox):
+    """Renders the open drawer levels side by side; a level is rebuilt only when its content changed."""
+
+    def __init__(self, handlers: DrawerHandlers) -> None:
+        self.handlers = handlers
+        self.stats_drawer: widgets.VBox | None = None
+        self.errors_drawer: widgets.VBox | None = None
+        self.items_drawer: widgets.VBox | None = None
+        self._keys: dict[str, object] = {}
+        self._counts: dict[str, widgets.HTML] = {}
+        self._donut = None
+        self.info_button: widgets.Button | None = None
+        super().__init__([])
+        self.add_class("ao-drawers")
+        show(self, False)
+
+    def render(self, stats: StatsView | None, errors_open: bool, pager: ItemPager | None) -> None:
+        self.stats_drawer = self._level("stats", stats and stats.job, self.stats_drawer,
+                                        lambda: self._build_stats(stats), lambda: self._update_stats(stats))
+        errors_key = (stats.job, stats.errors) if stats is not None and errors_open else None
+        self.errors_drawer = self._level("errors", errors_key, self.errors_drawer, lambda: self._build_errors(stats))
+        items_key = None
+        if stats is not None and pager is not None:
+            items_key = (stats.job, pager.code, tuple(pager.afters), tuple(i.item_no for i in pager.items),
+                         tuple((i.reason, i.status) for i in pager.items))
+        self.items_drawer = self._level("items", items_key, self.items_drawer,
+                                        lambda: self._build_items(stats.job, pager))
+        levels = [d for d in (self.stats_drawer, self.errors_drawer, self.items_drawer) if d is not None]
+        if list(self.children) != levels:
+            self.children = levels
+        show(self, bool(levels))
+
+    def _level(self, name: str, key: object, current: widgets.VBox | None,
+               build: Callable[[], widgets.VBox], update: Callable[[], None] | None = None) -> widgets.VBox | None:
+        """Keep, update, rebuild or drop one drawer level according to its content key."""
+        if key is None:
+            if current is not None:
+                close_tree(current)
+            self._keys.pop(name, None)
+            return None
+        if current is not None and self._keys.get(name) == key:
+            if update is not None:
+                update()
+            return current
+        if current is not None:
+            close_tree(current)
+        self._keys[name] = key
+        return build()
+
+    # ------------------------------------------------------------------ stats
+    def _build_stats(self, view: StatsView) -> widgets.VBox:
+        rows: list[widgets.Widget] = []
+        self._counts = {}
+        for label, css, _n in view.counts:
+            self._counts[css] = make_html("", f"ao-count-{css}")
+            if css == "error":
+                # "i" in a CSS circle: the ⓘ glyph is missing from common Linux fonts (DejaVu)
+                self.info_button = make_button("i", "ao-errors-info", tooltip="Error counts by error code",
+                                               on_click=self.handlers.errors_info, width="26px")
+                rows.append(widgets.HBox([self._counts[css], self.info_button]))
+            else:
+                rows.append(self._counts[css])
+        self._donut = job_progress_figure(view) if figure_widgets_available() else None
+        if self._donut is not None:
+            rows.append(self._donut)
+        drawer = _drawer("ao-stats-drawer", f"<b>Stats</b> · job {esc(view.job)}", rows, self.handlers)
+        self._update_stats(view)
+        return drawer
+
+    def _update_stats(self, view: StatsView) -> None:
+        for label, css, n in view.counts:
+            self._counts[css].value = f'<span class="ao-count-label">{label}</span> <b>{n}</b>'
+        if self.info_button is not None:
+            self.info_button.disabled = not view.info_enabled
+            self.info_button.tooltip = ("Error counts by error code" if view.info_enabled
+                                        else "no errored work items")
+        if self._donut is not None:
+            update_job_progress(self._donut, view)
+
+    # ------------------------------------------------------------------ errors by code
+    def _build_errors(self, view: StatsView) -> widgets.VBox:
+        header = make_html("<span>Error Count</span><span>Error Code</span><span>View</span>", "ao-error-header")
+        rows: list[widgets.Widget] = [header]
+        for code, count in view.errors:
+            view_button = make_button("View", "ao-view", tooltip="Errored work items with this error code",
+                                      on_click=lambda c=code: self.handlers.view(c), width="70px")
+            row = widgets.HBox([make_html(f"<b>{count}</b>", "ao-error-count"),
+                                make_html(esc(code), "ao-error-code"), view_button])
+            row.add_class("ao-error-row")
+            rows.append(row)
+        if not view.errors:
+            rows.append(make_html("<i>No errored work items.</i>"))
+        return _drawer("ao-errors-drawer", f"<b>Errors by error code</b> · job {esc(view.job)}", rows, self.handlers)
+
+    # ------------------------------------------------------------------ work items of one code
+    def _build_items(self, job: str, pager: ItemPager) -> widgets.VBox:
+        header = make_html("<span>Account Id</span><span>Batch Id</span><span>Reason</span><span>Status</span>"
+                           "<span>Payload</span>", "ao-item-header")
+        rows: list[widgets.Widget] = [header, *(_item_row(r) for r in item_rows(pager.items))]
+        previous = make_button("Previous", "ao-previous", on_click=lambda: self.handlers.page(-1), width="90px")
+        following = make_button("Next", "ao-next", on_click=lambda: self.handlers.page(1), width="90px")
+        previous.disabled, following.disabled = not pager.has_previous, not pager.has_next
+        paging = widgets.HBox([previous, make_html(esc(pager.label), "ao-page-label"), following])
+        paging.add_class("ao-paging")
+        title = f"<b>Work items</b> · error code {esc(pager.code)} · job {esc(job)}"
+        return _drawer("ao-items-drawer", title, [*rows, paging], self.handlers)
+
+
+def _item_row(row: ItemRowView) -> widgets.HBox:
+    cells = [
+        make_html(esc(row.account_id), "ao-account-id"),
+        make_html(esc(row.batch_id), "ao-batch-id"),
+        make_html(expandable(row.reason_short, row.reason), "ao-reason"),
+        make_html(esc(row.status), "ao-item-status"),
+        make_html(expandable(row.payload_short, row.payload), "ao-payload"),
+    ]
+    box = widgets.HBox(cells)
+    box.add_class("ao-item-row")
+    return box
