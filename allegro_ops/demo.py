@@ -12,7 +12,7 @@ import yaml
 
 from .errors import NotFound
 from .jobs.demo import ERROR_CODES
-from .service import Workspace
+from .service import MAX_DATE, MIN_DATE, Workspace
 from .store import demo as demo_sql
 
 __all__ = ["init_demo", "resolve", "DEMO_CLIENTS", "ERROR_CODES"]
@@ -54,8 +54,8 @@ def resolve(ws: Workspace, client: str, code: str | None = None) -> dict[str, in
     if code is not None and code not in ERROR_CODES:
         raise NotFound("error code", code, f"demo error codes: {', '.join(ERROR_CODES)}")
     codes = [code] if code else list(ERROR_CODES)
-    today = ws.clock().date()
-    fixed = ws.store.write(lambda con: {c: demo_sql.repair(con, client, c, today) for c in codes})
+    # Cards are renewed past the last possible run date, so the fix holds for every date.
+    fixed = ws.store.write(lambda con: {c: demo_sql.repair(con, client, c, MAX_DATE) for c in codes})
     ws._audit("demo resolve", client, client, "done", ", ".join(f"{c}: {n} fixed" for c, n in fixed.items()))
     return fixed
 
@@ -74,7 +74,8 @@ def _demo_data(client: str, n: int, seed: int, currency: str, regions: list[str]
             "currency": currency,
             "tax_region": rng.choice(regions),
             "email": f"billing+{account_id.lower()}@example.com",
-            "card_expiry": dt.date(rng.randint(2030, 2034), rng.randint(1, 12), 28),
+            # valid after the last possible run date: the demo's error rates hold on any date
+            "card_expiry": dt.date(MAX_DATE.year + rng.randint(1, 5), rng.randint(1, 12), 28),
             "monthly_usage": round(rng.uniform(5, 5000), 2),
         })
     # Exactly round(rate * n) accounts (at least one) carry each defect, on disjoint accounts.
@@ -97,7 +98,7 @@ def _apply_defect(row: dict[str, Any], code: str, rng: random.Random) -> None:
     elif code == "INVALID_EMAIL":
         row["email"] = rng.choice(["billing@", "accounts.example.com", "ap@@example.com", ""])
     elif code == "CARD_EXPIRED":
-        row["card_expiry"] = dt.date(rng.randint(2019, 2023), rng.randint(1, 12), 28)
+        row["card_expiry"] = dt.date(MIN_DATE.year - rng.randint(1, 5), rng.randint(1, 12), 28)
 
 
 def _write_configs(folder: Path, client: str, tz: str, batch_size: int, item_delay_ms: float) -> None:

@@ -104,8 +104,11 @@ class Engine:
             self._run_plan(run, mode, job_name)
         finally:
             beat.stop()
-            lease.unregister(token)
-            self._settle(run)
+            try:
+                self._settle(run)
+            finally:
+                # Only now: until the lease is released, readers in this process must see a live run.
+                lease.unregister(token)
 
     def _run_plan(self, run: _Run, mode: RunMode, job_name: str | None) -> None:
         jobs = self.store.read(lambda con: ex_sql.jobs_of(con, run.execution_id, run.generation))
@@ -117,7 +120,7 @@ class Engine:
         if mode is RunMode.REPROCESS:
             index = next(i for i, j in enumerate(jobs) if j.status == JobStatus.ERRORED.value)
             if self._run_job(run, jobs[index], rerun):
-                self._run_in_sequence(run, jobs, index + 1)
+                self._run_in_sequence(run, jobs, index + 1, reprocess=True)
             return
         index = next(i for i, j in enumerate(jobs) if j.name == job_name)
         if mode is RunMode.JOB_PROCESS:
@@ -125,16 +128,22 @@ class Engine:
             return
         if self._run_job(run, jobs[index], rerun):
             if all(j.status == JobStatus.COMPLETED.value for j in jobs[:index]):
-                self._run_in_sequence(run, jobs, index + 1)
+                self._run_in_sequence(run, jobs, index + 1, reprocess=True)
 
-    def _run_in_sequence(self, run: _Run, jobs: list[ex_sql.JobRow], start: int) -> None:
-        """Run the PENDING (or interrupted) jobs from ``start`` on; pause at the first error."""
+    def _run_in_sequence(self, run: _Run, jobs: list[ex_sql.JobRow], start: int, reprocess: bool = False) -> None:
+        """Run the PENDING (or interrupted) jobs from ``start`` on; pause at the first error.
+
+        When reprocessing, a later job that errored earlier (run by hand) has its errored items
+        run again too, so that a successful Reprocess completes the remaining schedule."""
         for job in jobs[start:]:
             if job.status == JobStatus.COMPLETED.value:
                 continue
+            statuses = (WorkItemStatus.PENDING.value,)
             if job.status == JobStatus.ERRORED.value:
-                return
-            if not self._run_job(run, job, (WorkItemStatus.PENDING.value,)):
+                if not reprocess:
+                    return
+                statuses = (WorkItemStatus.ERROR.value, WorkItemStatus.PENDING.value)
+            if not self._run_job(run, job, statuses):
                 return
 
     def _run_job(self, run: _Run, job: ex_sql.JobRow, statuses: tuple[str, ...]) -> bool:

@@ -167,10 +167,12 @@ class Workspace:
             if row is None:
                 created = ex_sql.insert_execution(con, client, schedule, day, cfg.version,
                                                   config_mod.snapshot_json(cfg), self.clock())
-            if created is None:
-                status = row.status if row else "PENDING"
-                raise self._refused(action, f"{_name(client, schedule, day)} is {status}; create needs NOT_CREATED",
-                                    client, schedule, day)
+            if created is None:  # the date has an execution (possibly created by a racing process just now)
+                row = ex_sql.find_execution(con, client, schedule, day)
+                jobs = ex_sql.jobs_of(con, row.execution_id, row.generation)
+                reason = refusal(action, self._phase(row), any(j.status == JobStatus.ERRORED.value for j in jobs),
+                                 _name(client, schedule, day))
+                raise self._refused(action, reason, client, schedule, day, status=row.status)
             ex_sql.insert_jobs(con, created, 1, _job_rows(cfg))
 
         self._audited(action.value, client, schedule, day, None, lambda: self.store.write(write))
@@ -233,7 +235,14 @@ class Workspace:
             return row
 
         def run():
-            row = self.store.write(begin)
+            # Registered before the lease is written: a racing thread of this process must see the
+            # run as live (RUNNING), never as an owner lost that it may take over.
+            lease.register(token)
+            try:
+                row = self.store.write(begin)
+            except BaseException:
+                lease.unregister(token)
+                raise
             self.engine.run(row, token, mode, job)
             return self.execution(client, schedule, day).status.value
 
@@ -244,11 +253,13 @@ class Workspace:
         """Load the execution and refuse the action when the state table does not allow it."""
         row = ex_sql.find_execution(con, client, schedule, day)
         if row is None:
-            raise self._refused(action, f"{_name(client, schedule, day)} is NOT_CREATED; {action.value} needs "
-                                "a created execution", client, schedule, day, job)
+            if isinstance(action, JobAction):
+                reason = job_refusal(action, JobStatus.PENDING, Phase.NOT_CREATED, _name(client, schedule, day))
+            else:
+                reason = refusal(action, Phase.NOT_CREATED, False, _name(client, schedule, day))
+            raise self._refused(action, reason, client, schedule, day, job, ExecutionStatus.NOT_CREATED.value)
         jobs = ex_sql.jobs_of(con, row.execution_id, row.generation)
-        alive = lease.owner_alive(row.lease_token, row.lease_host, row.lease_pid, row.lease_heartbeat, self.clock())
-        phase = phase_of(ExecutionStatus(row.status), alive)
+        phase = self._phase(row)
         if isinstance(action, JobAction):
             match = [j for j in jobs if j.name == job]
             if not match:
@@ -261,6 +272,10 @@ class Workspace:
         if reason:
             raise self._refused(action, reason, client, schedule, day, job, row.status)
         return row, jobs
+
+    def _phase(self, row: ex_sql.ExecutionRow) -> Phase:
+        alive = lease.owner_alive(row.lease_token, row.lease_host, row.lease_pid, row.lease_heartbeat, self.clock())
+        return phase_of(ExecutionStatus(row.status), alive)
 
     def _refused(self, action, reason, client, schedule, day, job=None, status="") -> ActionRefused:
         return ActionRefused(action.value, reason, client=client, schedule=schedule,
@@ -324,9 +339,10 @@ class Workspace:
         def read(con):
             row = ex_sql.find_execution(con, client, schedule, day)
             if row is None:
-                raise self._refused(JobAction.STATS, f"{_name(client, schedule, day)} is NOT_CREATED; job stats "
-                                    "needs a created execution",
-                                    client, schedule, day, job)
+                reason = job_refusal(JobAction.STATS, JobStatus.PENDING, Phase.NOT_CREATED,
+                                     _name(client, schedule, day))
+                raise self._refused(JobAction.STATS, reason, client, schedule, day, job,
+                                    ExecutionStatus.NOT_CREATED.value)
             for j in ex_sql.jobs_of(con, row.execution_id, row.generation):
                 if j.name == job:
                     return j.job_id

@@ -139,6 +139,8 @@ def job_refusal(
 ) -> str | None:
     """None when allowed; else the reason, naming the execution or the job that stands in the way."""
     statuses, phases, needs = JOB_RULES[action]
+    if phase is Phase.NOT_CREATED:
+        return f"{execution} is NOT_CREATED; {action.value} needs a created execution"
     if phase not in phases:
         return f"{execution} is {_describe(phase)}; {action.value} needs no live run"
     if job_status not in statuses:

@@ -64,3 +64,40 @@ def cli_env(home: Path) -> dict[str, str]:
 @pytest.fixture
 def cli_cmd() -> list[str]:
     return [sys.executable, "-m", "allegro_ops.cli"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Added for the engine suite: workspaces built once per session and handed out as fresh copies.
+SMALL_ACCOUNTS = 60
+
+
+def init_small_demo(ws: Workspace, **kwargs) -> Workspace:
+    """A demo workspace small enough to run in a fraction of a second (60 accounts, batches of 10)."""
+    init_demo(ws, **{"accounts": SMALL_ACCOUNTS, "seed": 7, "batch_size": 10, **kwargs})
+    return ws
+
+
+@pytest.fixture(scope="session")
+def _workspace_templates() -> dict[str, Path]:
+    return {}
+
+
+@pytest.fixture
+def prepared(_workspace_templates, tmp_path_factory, tmp_path: Path, clock: FixedClock):
+    """``prepared(name, build)``: a Workspace in a fresh copy of the workspace that ``build(ws)``
+    made the first time ``name`` was asked for in this session (so expensive states are built once)."""
+    import itertools
+    import shutil
+
+    copies = itertools.count(1)
+
+    def make(name: str, build) -> Workspace:
+        if name not in _workspace_templates:
+            src = tmp_path_factory.mktemp(f"template-{name}")
+            build(Workspace(src, clock=FixedClock(clock.now), actor="tester"))
+            _workspace_templates[name] = src
+        dst = tmp_path / f"ws-{name}-{next(copies)}"
+        shutil.copytree(_workspace_templates[name], dst)
+        return Workspace(dst, clock=clock, actor="tester")
+
+    return make

@@ -30,6 +30,22 @@ _LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "database is locked")
 _CONFLICT_MARKERS = ("Conflict on", "conflict", "Write-write conflict")
 
 
+# One lock per database file and process: a unit of work holds it from open to close.
+# DuckDB shares one database instance among a process's connections to a file and drops it
+# when the last one closes; threads opening and closing connections to the same file at once
+# (a run's heartbeat next to its batch writes, a dashboard refresh next to a run) then race the
+# instance's teardown and get a half-built instance ("python_arrow_scan does not exist") or
+# two instances on one file. Units of work are short, so serializing them costs little.
+_FILE_LOCKS: dict[str, threading.RLock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def _file_lock(path: Path) -> threading.RLock:
+    key = str(path.resolve())
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault(key, threading.RLock())
+
+
 def _is_lock_error(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.IOException) and any(m in str(exc) for m in _LOCK_MARKERS)
 
@@ -55,17 +71,18 @@ class Store:
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection for one unit of work, waiting out other processes' locks."""
-        con = self._open()
-        try:
-            if not self._migrated:
-                with self._migrate_lock:
-                    if not self._migrated:
-                        migrate(con)
-                        self._migrated = True
-            yield con
-        finally:
-            con.close()
+        """A connection for one unit of work, waiting out other threads and other processes' locks."""
+        with _file_lock(self.path):
+            con = self._open()
+            try:
+                if not self._migrated:
+                    with self._migrate_lock:
+                        if not self._migrated:
+                            migrate(con)
+                            self._migrated = True
+                yield con
+            finally:
+                con.close()
 
     def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         with self.connect() as con:

@@ -50,8 +50,9 @@ def catalog(con: duckdb.DuckDBPyConnection, client: str) -> dict[str, dict[str, 
     return out
 
 
-def repair(con: duckdb.DuckDBPyConnection, client: str, code: str, today: dt.date) -> int:
-    """Repair the data behind one error code; returns how many records were fixed."""
+def repair(con: duckdb.DuckDBPyConnection, client: str, code: str, as_of: dt.date) -> int:
+    """Repair the data behind one error code; returns how many records were fixed.
+    Cards expired before ``as_of`` are renewed until five years after it."""
     if code == "RATE_PLAN_NOT_FOUND":
         rows = con.execute(
             "INSERT INTO demo_catalog SELECT DISTINCT ?, 'plan', plan_id, 25.0 FROM demo_accounts a "
@@ -79,7 +80,7 @@ def repair(con: duckdb.DuckDBPyConnection, client: str, code: str, today: dt.dat
     if code == "CARD_EXPIRED":
         rows = con.execute(
             "UPDATE demo_accounts SET card_expiry = ? WHERE client = ? AND card_expiry < ? RETURNING account_id",
-            [dt.date(today.year + 5, 12, 31), client, today],
+            [dt.date(as_of.year + 5, 12, 31), client, as_of],
         ).fetchall()
         return len(rows)
     raise ValueError(code)
