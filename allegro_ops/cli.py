@@ -264,4 +264,7 @@ from . import cli_analyst  # noqa: E402,F401  (registers export)
 from . import cli_scheduler  # noqa: E402,F401  (registers scheduler, run, backfill)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m allegro_ops.cli``: use the package's module, where every command is registered.
+    from allegro_ops.cli import main as _package_main
+
+    sys.exit(_package_main())

@@ -5,7 +5,6 @@ path and row count (one JSON document with --json); bad input exits 2 with one l
 """
 from __future__ import annotations
 
-import sys
 
 import click
 
@@ -47,7 +46,3 @@ def export_errors(ctx, date_from, date_to, client, schedule, job_name, code, acc
 
 
 cli.add_command(export)
-# Run as ``python -m allegro_ops.cli``, the group being built is __main__'s copy of cli.py: register there too.
-_main = sys.modules.get("__main__")
-if getattr(getattr(_main, "__spec__", None), "name", None) == "allegro_ops.cli" and _main.cli is not cli:
-    _main.cli.add_command(export)

@@ -197,10 +197,3 @@ def backfill_command(ctx, client, schedule, first, last, reprocess, keep_going, 
     _emit(report.to_dict(), as_json, "\n".join(lines))
     if report.stopped:
         raise BackfillStopped(report)
-
-
-# Run as ``python -m allegro_ops.cli``, the group being built is __main__'s copy of cli.py: register there too.
-_main = sys.modules.get("__main__")
-if getattr(getattr(_main, "__spec__", None), "name", None) == "allegro_ops.cli" and getattr(_main, "cli", cli) is not cli:
-    for _command in (scheduler, run, backfill_command):
-        _main.cli.add_command(_command)
