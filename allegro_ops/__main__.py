@@ -3,4 +3,5 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (e.g. the import-direction test) must not run the CLI
+    sys.exit(main())

@@ -9,10 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -21,7 +22,7 @@ import pyarrow as pa
 
 from . import lease
 from .errors import AllegroOpsError, BadInput, WorkItemError
-from .executors import make_executor
+from .executors import LocalExecutor, make_executor
 from .jobs import ItemInput, JobContext, JobType, registry
 from .models import JobConfig
 from .states import JobStatus, WorkItemStatus, derive_execution_status
@@ -32,6 +33,10 @@ from .store import work_items as wi_sql
 __all__ = ["Engine", "RunMode", "LeaseLost", "outcome_of", "process_batch"]
 
 Clock = Callable[[], dt.datetime]
+
+
+_WRITE_EVERY_S = 0.05  # while workers are busy, finished batches are written together at this pace
+_MIN_PIECE = 8  # items: below this, a piece's own cost (~0.3 ms) outweighs spreading it over workers
 
 
 class RunMode(str, Enum):
@@ -60,22 +65,29 @@ def process_batch(
 ) -> pa.Table:
     """Run one batch (item_no, batch_id, account_id, payload JSON) in a worker; never raises
     for an item's failure."""
-    cols: dict[str, list[Any]] = {name: [] for name in wi_sql.RESULT_SCHEMA.names}
+    process, loads = job_type.process_item, json.loads
+    status, codes, reasons, started, finished = [], [], [], [], []
+    processed = WorkItemStatus.PROCESSED.value
     for item_no, batch_id, account_id, payload in rows:
-        started = clock()
+        started.append(clock())
         try:
-            job_type.process_item(ItemInput(item_no, account_id, batch_id, json.loads(payload)), state, ctx)
-            status, code, reason = outcome_of(None)
+            process(ItemInput(item_no, account_id, batch_id, loads(payload)), state, ctx)
+            status.append(processed)
+            codes.append(None)
+            reasons.append(None)
         except Exception as exc:  # noqa: BLE001 - every failure of an item is an outcome
-            status, code, reason = outcome_of(exc)
-        cols["item_no"].append(item_no)
-        cols["batch_id"].append(batch_id)
-        cols["status"].append(status)
-        cols["error_code"].append(code)
-        cols["reason"].append(reason)
-        cols["started_at"].append(started)
-        cols["finished_at"].append(clock())
-    return pa.table(cols, schema=wi_sql.RESULT_SCHEMA)
+            outcome, code, reason = outcome_of(exc)
+            status.append(outcome)
+            codes.append(code)
+            reasons.append(reason)
+        finished.append(clock())
+    ts = wi_sql.RESULT_SCHEMA.field("started_at").type
+    return pa.Table.from_arrays(
+        [pa.array([r[0] for r in rows], pa.int32()), pa.array([r[1] for r in rows], pa.int32()),
+         pa.array(status, pa.string()), pa.array(codes, pa.string()), pa.array(reasons, pa.string()),
+         pa.array(started, ts), pa.array(finished, ts)],
+        schema=wi_sql.RESULT_SCHEMA,
+    )
 
 
 @dataclass(frozen=True)
@@ -101,14 +113,15 @@ class Engine:
         beat = _Heartbeat(self.store, run, self.clock)
         beat.start()
         try:
-            self._run_plan(run, mode, job_name)
+            with self.store.held():  # one connection across the run's many writes, given up when asked
+                try:
+                    self._run_plan(run, mode, job_name)
+                finally:
+                    beat.stop()
+                    self._settle(run)
         finally:
-            beat.stop()
-            try:
-                self._settle(run)
-            finally:
-                # Only now: until the lease is released, readers in this process must see a live run.
-                lease.unregister(token)
+            # Only now: until the lease is released, readers in this process must see a live run.
+            lease.unregister(token)
 
     def _run_plan(self, run: _Run, mode: RunMode, job_name: str | None) -> None:
         jobs = self.store.read(lambda con: ex_sql.jobs_of(con, run.execution_id, run.generation))
@@ -178,24 +191,46 @@ class Engine:
         return self.store.write(lambda con: self._finish_job(con, run, job.job_id))
 
     def _run_batches(self, run, job, config: JobConfig, job_type, state, ctx, statuses) -> None:
-        executor = make_executor(self.executor, config.concurrency)
-        in_flight: deque[Future] = deque()
-        batches = self._batches(job.job_id, statuses, config)
+        """Run the items in pieces of about batch_size / concurrency, so that every worker is busy
+        even when there are fewer batches than workers; a batch is written once all its pieces are
+        done, with every other finished batch, in one transaction."""
+        executor = make_executor(self.executor, config.concurrency, config.params)
+        if not isinstance(executor, LocalExecutor):
+            ctx = replace(ctx, store=None)  # remote workers get no handle on the workspace's file
+        workers = max(1, config.concurrency)
+        piece = max(-(-config.batch_size // workers), min(config.batch_size, _MIN_PIECE))
+        groups: deque[list[Future]] = deque()  # the pieces of each submitted, unwritten batch
+        fresh = statuses == (WorkItemStatus.PENDING.value,)  # no earlier outcome to take off the counters
+        slots = threading.Semaphore(2 * workers)  # pieces submitted and not yet finished
+        last_write = 0.0
+
+        def submit(rows: list[tuple], siblings: list[Future]) -> Future:
+            nonlocal last_write
+            while not slots.acquire(blocking=False):
+                _wait_for_one(groups, siblings)
+                if time.monotonic() - last_write >= _WRITE_EVERY_S:  # fewer, larger transactions
+                    self._write_done(run, job.job_id, groups, block=False, fresh=fresh)
+                    last_write = time.monotonic()
+            future = executor.submit(process_batch, job_type, rows, state, ctx, self.clock)
+            future.add_done_callback(lambda _: slots.release())
+            return future
+
         ok = False
         try:
-            for batch in batches:
-                in_flight.append(executor.submit(process_batch, job_type, batch, state, ctx, self.clock))
-                if len(in_flight) >= 2 * config.concurrency:
-                    self._write_done(run, job.job_id, in_flight, block=True)
-            while in_flight:
-                self._write_done(run, job.job_id, in_flight, block=True)
+            for batch in self._batches(job.job_id, statuses, config):
+                pieces: list[Future] = []
+                for i in range(0, len(batch), piece):
+                    pieces.append(submit(batch[i : i + piece], pieces))
+                groups.append(pieces)
+            while groups:
+                self._write_done(run, job.job_id, groups, block=True, fresh=fresh)
             ok = True
         finally:
             executor.close(cancel=not ok)
 
     def _batches(self, job_id: int, statuses: tuple[str, ...], config: JobConfig) -> Iterator[list[tuple]]:
         after = 0
-        chunk = config.batch_size * max(1, config.concurrency)
+        chunk = max(config.batch_size * max(1, config.concurrency), 50_000)
         while True:
             table = self.store.read(lambda con: wi_sql.read_items(con, job_id, statuses, after, chunk))
             if table.num_rows == 0:
@@ -205,21 +240,21 @@ class Engine:
             for i in range(0, len(rows), config.batch_size):
                 yield rows[i : i + config.batch_size]
 
-    def _write_done(self, run: _Run, job_id: int, in_flight: deque[Future], block: bool) -> None:
-        """Write every finished batch in one transaction (waiting for at least one if asked)."""
+    def _write_done(self, run: _Run, job_id: int, groups: deque[list[Future]], block: bool, fresh: bool) -> None:
+        """Write every batch whose pieces are all done in one transaction (waiting first for a piece if asked)."""
         if block:
-            wait(list(in_flight), return_when=FIRST_COMPLETED)
-        done = [f for f in in_flight if f.done()]
+            _wait_for_one(groups)
+        done = [g for g in groups if all(f.done() for f in g)]
         if not done:
             return
-        for f in done:
-            in_flight.remove(f)
-        results = pa.concat_tables([f.result() for f in done])
+        for g in done:
+            groups.remove(g)
+        results = pa.concat_tables([f.result() for g in done for f in g])
         now = self.clock()
 
         def write(con):
             self._check_lease(con, run)
-            wi_sql.write_results(con, job_id, results, run.token)
+            wi_sql.write_results(con, job_id, results, run.token, fresh=fresh)
             ex_sql.heartbeat(con, run.execution_id, run.token, now)
 
         self.store.write(write)
@@ -259,6 +294,13 @@ class Engine:
             )
 
 
+def _wait_for_one(groups: deque[list[Future]], also: list[Future] = ()) -> None:
+    """Wait until one running piece of these batches (or of ``also``, a batch being submitted) is done."""
+    running = [f for g in (*groups, also) for f in g if not f.done()]
+    if running:
+        wait(running, return_when=FIRST_COMPLETED)
+
+
 class _Heartbeat:
     """Refreshes the lease while handlers run long between writes."""
 
@@ -282,6 +324,9 @@ class _Heartbeat:
                 pass
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # built once: json.dumps(**kw) builds one per call
+
+
 def _normalize_items(items: Any, job_name: str) -> pa.Table:
     """account_id (text) and payload (JSON text) columns from whatever the job type listed."""
     if isinstance(items, pa.Table):
@@ -292,16 +337,17 @@ def _normalize_items(items: Any, job_name: str) -> pa.Table:
         pairs = list(items)
         accounts, payloads = [a for a, _ in pairs], [p for _, p in pairs]
     encoded = []
+    encode, loads = _ENCODER.encode, json.loads
     for account, payload in zip(accounts, payloads):
         if isinstance(payload, str):
             try:
-                json.loads(payload)
+                loads(payload)
             except ValueError:
                 raise BadInput(f"job {job_name}: work item {account!r}: payload is not valid JSON text") from None
             encoded.append(payload)
             continue
         try:
-            encoded.append(json.dumps(payload, ensure_ascii=False, allow_nan=False))
+            encoded.append(encode(payload))
         except (TypeError, ValueError) as exc:
             raise BadInput(f"job {job_name}: work item {account!r}: payload is not JSON-serializable ({exc})") from None
     return pa.table({"account_id": pa.array([str(a) for a in accounts], pa.string()),

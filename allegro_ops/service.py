@@ -115,9 +115,13 @@ class Workspace:
 
     def config(self, client: str, schedule: str) -> ScheduleConfig:
         """The current configuration version of a schedule."""
-        row = self.store.read(lambda con: cat_sql.latest_config(con, client, schedule))
+        return self.store.read(lambda con: self._config(con, client, schedule))
+
+    def _config(self, con, client: str, schedule: str) -> ScheduleConfig:
+        """The current config, read in the caller's unit of work (a read is one connection)."""
+        row = cat_sql.latest_config(con, client, schedule)
         if row is None:
-            self._raise_unknown(client, schedule)
+            self._raise_unknown(client, schedule)  # opens its own connection; only on a user mistake
         return config_mod.from_snapshot(row[2], row[0])
 
     def export_config(self, client: str, schedule: str) -> str:
@@ -126,8 +130,7 @@ class Workspace:
     # ----------------------------------------------------------------- reading an execution
     def execution(self, client: str, schedule: str, run_date: str | dt.date) -> Execution:
         day = parse_date(run_date)
-        current = self.config(client, schedule)
-        return self.store.read(lambda con: self._execution(con, current, day))
+        return self.store.read(lambda con: self._execution(con, self._config(con, client, schedule), day))
 
     def _execution(self, con, current: ScheduleConfig, day: dt.date) -> Execution:
         row = ex_sql.find_execution(con, current.client, current.name, day)
@@ -306,9 +309,10 @@ class Workspace:
     # ----------------------------------------------------------------- job details
     def job_stats(self, client: str, schedule: str, run_date: str | dt.date, job: str) -> JobStats:
         """Total, pending, processed and error counts, and the errors grouped by error code."""
-        job_id = self._job_id(client, schedule, run_date, job)
+        day = parse_date(run_date)
 
         def read(con):
+            job_id = self._job_id_in(con, client, schedule, day, job)
             row = con.execute("SELECT total, processed, error FROM jobs WHERE job_id = ?", [job_id]).fetchall()[0]
             codes = wi_sql.errors_by_code(con, job_id)
             return row, codes
@@ -322,9 +326,10 @@ class Workspace:
         """One page of the job's errored work items (of one error code when given)."""
         if limit < 1 or limit > 10_000 or offset < 0 or after < 0:
             raise BadInput("bad paging: limit lies between 1 and 10000, offset and after are >= 0")
-        job_id = self._job_id(client, schedule, run_date, job)
+        day = parse_date(run_date)
 
         def read(con):
+            job_id = self._job_id_in(con, client, schedule, day, job)
             if code is not None and code not in {c for c, _ in wi_sql.errors_by_code(con, job_id)}:
                 raise NotFound("error code", code, f"job {job} has no errored work item with it")
             return wi_sql.errored_items(con, job_id, code, limit, offset, after)
@@ -332,23 +337,18 @@ class Workspace:
         rows = self.store.read(read)
         return [WorkItem(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
 
-    def _job_id(self, client, schedule, run_date, job) -> int:
-        day = parse_date(run_date)
-        self.config(client, schedule)
-
-        def read(con):
-            row = ex_sql.find_execution(con, client, schedule, day)
-            if row is None:
-                reason = job_refusal(JobAction.STATS, JobStatus.PENDING, Phase.NOT_CREATED,
-                                     _name(client, schedule, day))
-                raise self._refused(JobAction.STATS, reason, client, schedule, day, job,
-                                    ExecutionStatus.NOT_CREATED.value)
-            for j in ex_sql.jobs_of(con, row.execution_id, row.generation):
-                if j.name == job:
-                    return j.job_id
-            raise NotFound("job", job, f"not a job of {client}/{schedule} {day}")
-
-        return self.store.read(read)
+    def _job_id_in(self, con, client, schedule, day: dt.date, job) -> int:
+        """The job's id, read in the caller's unit of work."""
+        self._config(con, client, schedule)
+        row = ex_sql.find_execution(con, client, schedule, day)
+        if row is None:
+            reason = job_refusal(JobAction.STATS, JobStatus.PENDING, Phase.NOT_CREATED, _name(client, schedule, day))
+            raise self._refused(JobAction.STATS, reason, client, schedule, day, job,
+                                ExecutionStatus.NOT_CREATED.value)
+        for j in ex_sql.jobs_of(con, row.execution_id, row.generation):
+            if j.name == job:
+                return j.job_id
+        raise NotFound("job", job, f"not a job of {client}/{schedule} {day}")
 
     # ----------------------------------------------------------------- history and audit
     def account_history(self, client: str, account_id: str, limit: int = 500) -> list[dict[str, Any]]:
@@ -366,8 +366,8 @@ class Workspace:
 
     def history(self, client: str, schedule: str, last: int = 14) -> list[dict[str, Any]]:
         """Per run date and job (last N dates): statuses, counts, start and finish times."""
-        self.config(client, schedule)
-        rows = self.store.read(lambda con: ex_sql.execution_history(con, client, schedule, last))
+        rows = self.store.read(lambda con: (self._config(con, client, schedule),
+                                            ex_sql.execution_history(con, client, schedule, last))[1])
         keys = ("run_date", "execution_status", "sequence", "job", "job_status", "total", "processed", "error",
                 "started_at", "finished_at")
         return [dict(zip(keys, r)) for r in rows]

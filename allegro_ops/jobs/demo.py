@@ -7,6 +7,7 @@ in a job's params makes each work item wait, so a run can be watched or interrup
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -183,7 +184,21 @@ class Noop(JobType):
             raise WorkItemError(str(ctx.params.get("error_code", "NOOP_FAILURE")), f"item {item.payload['n']} fails")
 
 
+class CpuHash(Noop):
+    """A CPU-bound handler: hashes the payload ``rounds`` times (params), for the Dask executor.
+    ``fail_every`` fails every n-th item with ``error_code`` as in demo.noop."""
+
+    name = "demo.cpu"
+
+    def process_item(self, item: ItemInput, state: Any, ctx: JobContext) -> None:
+        digest = repr(item.payload).encode()
+        for _ in range(int(ctx.params.get("rounds", 1000))):
+            digest = hashlib.sha256(digest).digest()
+        super().process_item(item, state, ctx)
+
+
 from . import registry  # noqa: E402
 
-for _cls in (UsageRating, BillRun, InvoiceDelivery, PaymentCollection, RevenueRecognition, StatementRun, LedgerExport, Noop):
+for _cls in (UsageRating, BillRun, InvoiceDelivery, PaymentCollection, RevenueRecognition, StatementRun, LedgerExport,
+             Noop, CpuHash):
     registry.register(_cls)

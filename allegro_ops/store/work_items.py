@@ -6,6 +6,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = [
     "insert_items",
@@ -62,18 +63,27 @@ def read_items(
     ).to_arrow_table()
 
 
-def write_results(con: duckdb.DuckDBPyConnection, job_id: int, results: pa.Table, run_token: str) -> tuple[int, int]:
-    """Record one batch's outcomes: an attempt row per item, the items' current state, and the
-    job's counters. Returns the (processed, error) deltas applied to the job's counters."""
+def write_results(
+    con: duckdb.DuckDBPyConnection, job_id: int, results: pa.Table, run_token: str, *, fresh: bool = False
+) -> tuple[int, int]:
+    """Record batches' outcomes: an attempt row per item, the items' current state, and the
+    job's counters. ``fresh`` says every item was PENDING (no earlier outcome to take off the
+    counters), which saves a join. Returns the (processed, error) deltas applied to the job's counters."""
+    bounds = pc.min_max(results.column("item_no"))
+    lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+    statuses = results.column("status")
+    new_processed = pc.sum(pc.equal(statuses, "PROCESSED")).as_py() or 0
+    new_error = pc.sum(pc.equal(statuses, "ERROR")).as_py() or 0
     con.register("_results", results)
     try:
-        lo, hi = con.execute("SELECT min(item_no), max(item_no) FROM _results").fetchall()[0]
-        old = con.execute(
-            "SELECT count(*) FILTER (WHERE w.status = 'PROCESSED'), count(*) FILTER (WHERE w.status = 'ERROR') "
-            "FROM work_items w JOIN _results r ON w.item_no = r.item_no "
-            "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ?",
-            [job_id, lo, hi],
-        ).fetchall()[0]
+        old = (0, 0)
+        if not fresh:
+            old = con.execute(
+                "SELECT count(*) FILTER (WHERE w.status = 'PROCESSED'), count(*) FILTER (WHERE w.status = 'ERROR') "
+                "FROM work_items w JOIN _results r ON w.item_no = r.item_no "
+                "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ?",
+                [job_id, lo, hi],
+            ).fetchall()[0]
         con.execute(
             "INSERT INTO attempts SELECT ?, r.item_no, w.attempts + 1, r.batch_id, r.status, r.error_code, "
             "r.reason, r.started_at, r.finished_at, ? "
@@ -87,13 +97,9 @@ def write_results(con: duckdb.DuckDBPyConnection, job_id: int, results: pa.Table
             "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ? AND w.item_no = r.item_no",
             [job_id, lo, hi],
         )
-        new = con.execute(
-            "SELECT count(*) FILTER (WHERE status = 'PROCESSED'), count(*) FILTER (WHERE status = 'ERROR') "
-            "FROM _results"
-        ).fetchall()[0]
     finally:
         con.unregister("_results")
-    d_processed, d_error = new[0] - old[0], new[1] - old[1]
+    d_processed, d_error = new_processed - old[0], new_error - old[1]
     con.execute(
         "UPDATE jobs SET processed = processed + ?, error = error + ? WHERE job_id = ?",
         [d_processed, d_error, job_id],
