@@ -6,10 +6,12 @@ fresh page. Skipped with an install hint when Chromium or Playwright is missing.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -237,3 +239,36 @@ def test_markup_in_work_items_shows_as_text_and_never_runs(dashboard: Dashboard)
     assert page.evaluate("typeof window.__xss") == "undefined"
     assert page.locator('img[src="x"]').count() == 0
     assert page.evaluate("[...document.scripts].filter(s => s.textContent.includes('__xss')).length") == 0
+
+
+def test_a_preheated_page_shows_what_changed_after_its_kernel_ran_the_notebook(
+        server: VoilaServer, browser: Browser, workspace: Path) -> None:
+    """The pool's kernel ran the notebook before anyone asked for the page; an execution the CLI
+    creates meanwhile shows on the page at once, without Refresh (nor the 30 s schedules timer)."""
+    from allegro_ops import Workspace
+    from widgets.views import default_run_date
+
+    deadline = time.monotonic() + 120
+    while server.log().count("is filled with") <= server.log().count("Using pre-heated kernel"):
+        assert time.monotonic() < deadline, "the kernel pool did not refill"
+        time.sleep(0.2)
+    server.wait_quiet()  # the pool's kernel has run the notebook: the dashboard waits for its request
+    timezone = Workspace(workspace, actor="browser-test").config("acme", "daily-billing").calendar.timezone
+    today = default_run_date(dt.datetime.now(dt.timezone.utc), timezone).isoformat()
+    created = subprocess.run([sys.executable, "-m", "allegro_ops.cli", "--home", str(workspace), "create", "acme",
+                              "daily-billing", today], capture_output=True, text=True, timeout=120, env=server.env)
+    assert created.returncode == 0, created.stderr
+
+    page = browser.new_page()
+    board = Dashboard(page, server.url)
+    try:
+        board.open()
+        expect(page.locator(".ao-activity")).to_contain_text("acme / daily-billing", timeout=5_000)
+        expect(page.locator(".ao-date input[type=date]").first).to_have_value(today, timeout=5_000)
+        board.wait_status("PENDING", 5_000)
+        board.wait_job_status("bill-run", "PENDING", 5_000)
+        # and the history chart, updated in place before the browser connected, has the new date
+        ticks = page.locator(".ao-charts .xaxislayer-above text", has_text=today)
+        expect(ticks.first).to_be_attached(timeout=15_000)
+    finally:
+        page.context.close()

@@ -18,7 +18,7 @@ from allegro_ops.models import ErrorCount, Execution, JobRun, JobStats, WorkItem
 from allegro_ops.states import job_actions, job_refusal, refusal, schedule_actions
 from widgets.view_state import (
     BUSY, STATUS_COLOURS, Confirmation, DrawerStack, ItemPager, ViewState, activity_view, badge_html,
-    default_run_date, esc, item_rows, nav_groups, should_auto_refresh, stats_view, status_badge,
+    default_run_date, esc, item_rows, nav_groups, progress_html, should_auto_refresh, stats_view, status_badge,
 )
 
 RUN_DATE = dt.date(2026, 11, 24)
@@ -207,6 +207,17 @@ def test_stats_view_lists_the_four_counts_and_errors_by_code() -> None:
     assert not stats_view("x", JobStats(5, 0, 5, 0, ())).info_enabled
 
 
+def test_progress_bar_is_escaped_markup_with_each_part_as_wide_as_its_share() -> None:
+    view = stats_view("<b>job</b>", JobStats(400, 100, 280, 20, ()))
+    assert [(label, n) for label, _css, n in view.progress] == [("Processed", 280), ("Error", 20), ("Pending", 100)]
+    bar = progress_html(view)
+    assert 'width: 70.00%; background: #43a047' in bar and 'width: 5.00%; background: #e53935' in bar
+    assert 'width: 25.00%; background: #1e88e5' in bar and "70% processed" in bar
+    assert "&lt;b&gt;job&lt;/b&gt;" in bar and "<b>job</b>" not in bar
+    empty = progress_html(stats_view("j", JobStats(0, 0, 0, 0, ())))
+    assert "ao-bar-part" not in empty and "no work items" in empty
+
+
 def test_item_rows_pretty_print_the_payload_and_shorten_the_reason() -> None:
     item = WorkItem(7, "ACME-7", 2, "ERROR", "E1", "r" * 100, {"b": 1, "a": {"c": [1, 2]}}, 1)
     row = item_rows([item])[0]
@@ -345,6 +356,15 @@ def test_actions_call_the_service_for_the_given_target(demo: Workspace) -> None:
 
 def test_view_state_does_not_import_ipywidgets() -> None:
     code = "import sys, widgets.view_state; assert 'ipywidgets' not in sys.modules, 'imported ipywidgets'"
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_views_import_no_ipywidgets_and_view_state_still_exports_them() -> None:
+    code = ("import sys, widgets.views, widgets.view_state as v; assert 'ipywidgets' not in sys.modules; "
+            "assert v.activity_view is widgets.views.activity_view and v.ViewState.__module__ == 'widgets.view_state'; "
+            "assert all(hasattr(v, name) for name in v.__all__)")
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

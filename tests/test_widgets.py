@@ -305,10 +305,30 @@ def test_close_all_returns_to_the_activity_pane(errored_dash: Dashboard) -> None
     assert not find(errored_dash, "ao-drawer") and not shown(errored_dash.drawers)
 
 
-def test_stats_drawer_has_a_donut_of_processed_error_pending(errored_dash: Dashboard) -> None:
+def test_stats_drawer_has_a_bar_of_processed_error_pending(errored_dash: Dashboard) -> None:
     menu_button(errored_dash, "bill-run", "stats").click()
-    donut = next(w for w in walk(one(errored_dash, "ao-stats-drawer")) if isinstance(w, go.FigureWidget))
-    assert list(donut.data[0].values) == [386, 14, 0]
+    drawer = one(errored_dash, "ao-stats-drawer")
+    assert not [w for w in walk(drawer) if isinstance(w, go.FigureWidget)]  # plain HTML, no plotly.js to ship
+    bar = one(drawer, "ao-progress").value
+    parts = re.findall(r'ao-bar-part ao-bar-(\w+)" style="width: ([\d.]+)%', bar)
+    assert parts == [("processed", "96.50"), ("error", "3.50")]  # of 386, 14 and 0 pending
+    assert re.findall(r"(\w+) <b>(\d+)</b>", bar) == [("Processed", "386"), ("Error", "14"), ("Pending", "0")]
+    assert text(one(drawer, "ao-progress")).endswith("96% processed")
+
+
+def test_a_click_beside_the_drawers_closes_one_level(errored_dash: Dashboard) -> None:
+    dash = errored_dash
+    backdrop = one(dash, "ao-backdrop")
+    assert backdrop in dash.activity.body.children and not shown(backdrop)
+    open_items(dash, "bill-run", "RATE_PLAN_NOT_FOUND")
+    assert shown(backdrop) and "ao-drawers-open" in dash.activity.body._dom_classes
+    for level in ("ao-items-drawer", "ao-errors-drawer", "ao-stats-drawer"):
+        assert find(dash, level)
+        backdrop.click()
+        assert not find(dash, level)
+    assert not shown(backdrop) and not shown(dash.drawers)
+    assert "ao-drawers-open" not in dash.activity.body._dom_classes
+    assert "ERRORED" in text(one(dash, "ao-status"))
 
 
 def test_reset_asks_for_confirmation_first(errored_dash: Dashboard) -> None:
@@ -583,6 +603,91 @@ def test_history_charts_show_status_duration_and_errors_per_date(errored_dash: D
     assert by_code == {"RATE_PLAN_NOT_FOUND": [8], "TAX_RULE_MISSING": [6]}
 
 
+@pytest.fixture
+def sent(monkeypatch) -> list[tuple[str, int]]:
+    """What the widgets send to the browser from now on: (message type, bytes of JSON and buffers)
+    per comm message. Without a kernel every widget's comm is a comm.DummyComm."""
+    import comm
+
+    messages: list[tuple[str, int]] = []
+
+    def publish(self, msg_type, data=None, metadata=None, buffers=None, **keys) -> None:
+        size = len(json.dumps(data, default=str)) + sum(memoryview(b).nbytes for b in buffers or ())
+        messages.append((msg_type, size))
+
+    monkeypatch.setattr(comm.DummyComm, "publish_msg", publish)
+    return messages
+
+
+@pytest.fixture
+def figures_made(monkeypatch) -> list[go.FigureWidget]:
+    """Every plotly FigureWidget created from now on (each one ships ~5 MB of plotly.js)."""
+    made: list[go.FigureWidget] = []
+    init = go.FigureWidget.__init__
+
+    def counting(self, *args, **kwargs) -> None:
+        made.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(go.FigureWidget, "__init__", counting)
+    return made
+
+
+def test_stats_and_chart_updates_reuse_the_one_figure_widget(
+        errored: Workspace, errored_dash: Dashboard, figures_made, sent) -> None:
+    dash = errored_dash
+    figure = dash.charts.figure
+    assert isinstance(figure, go.FigureWidget)
+    for _ in range(5):
+        menu_button(dash, "bill-run", "stats").click()
+        one(dash, "ao-cancel").click()
+    assert sum(n for _, n in sent) < 200_000  # five drawers of plain widgets (a donut was 5 MB each)
+    sent.clear()
+    errored.create("acme", "daily-billing", dt.date(2026, 11, 23))  # elsewhere: the history changes
+    one(dash, "ao-refresh").click()
+    assert list(dash.charts.figure.data[0].x) == ["2026-11-23", "2026-11-24"]
+    assert dash.charts.last_update == "restyle" and 0 < sum(n for _, n in sent) < 20_000
+    one(dash, "ao-schedule-globex-month-end").click()  # no history: the figure waits, unseen
+    assert text(one(dash, "ao-charts")).endswith("No executions of this schedule yet.")
+    one(dash, "ao-schedule-acme-daily-billing").click()
+    sent.clear()
+    one(dash, "ao-charts-mode").value = "by error code"  # other traces, on the same figure
+    assert dash.charts.last_update == "replace" and 0 < sum(n for _, n in sent) < 20_000
+    assert figures_made == [] and dash.charts.figure is figure
+    assert figure in list(walk(one(dash, "ao-charts")))
+    # A browser that connects later (a Voilà page: the notebook ran first) starts from this state.
+    assert [t["name"] for t in figure._widget_data] == [t.name for t in figure.data]
+    assert list(figure._widget_data[0]["x"]) == ["2026-11-23", "2026-11-24"]
+    assert figure._widget_layout["annotations"][2]["text"] == "Errors per date by error code"
+
+
+def test_refresh_when_nothing_changed_sends_nothing(errored_dash: Dashboard, sent) -> None:
+    menu_button(errored_dash, "bill-run", "stats").click()
+    sent.clear()
+    one(errored_dash, "ao-refresh").click()
+    errored_dash.refresh()
+    assert sent == []
+
+
+def test_duration_per_job_is_busy_time_without_the_wait_before_reprocess(
+        workspace: Workspace, make_dashboard, clock) -> None:
+    init_demo(workspace, accounts=60, seed=7, batch_size=10)
+    ticking = Workspace(workspace.home, clock=lambda: clock.advance(milliseconds=1) or clock.now, actor="tester")
+    ticking.create(*TARGET)
+    ticking.process(*TARGET)
+    clock.advance(seconds=40)  # the operator looks into the errors, then resolves them
+    resolve(ticking, "acme")
+    ticking.reprocess(*TARGET)
+    dash = make_dashboard(ticking)
+    open_schedule(dash)
+    fig = dash.charts.figure
+    busy = {t.name: t.y[0] for t in fig.data[1:5]}
+    assert 0 < busy["bill-run"] < 5 and all(v is not None and v < 5 for v in busy.values())
+    row = next(r for r in ticking.history("acme", "daily-billing") if r["job"] == "bill-run")
+    assert (row["finished_at"] - row["started_at"]).total_seconds() > 40  # what the chart used to show
+    assert fig.layout.annotations[1].text == "Busy time per job (s)"
+
+
 def test_history_series_reshapes_rows_per_job() -> None:
     t0 = dt.datetime(2026, 11, 24, 2, 0, tzinfo=dt.timezone.utc)
     rows = [
@@ -599,6 +704,10 @@ def test_history_series_reshapes_rows_per_job() -> None:
     assert series.jobs == ("a", "b")
     assert series.duration == {"a": (None, 3.0), "b": (None, None)}
     assert series.errors == {"a": (0, 0), "b": (0, 2)}
+    assert series.duration_title == "Elapsed per job, first start to last finish (s)"
+    busy = history_series(rows, {(dt.date(2026, 11, 24), "a"): 1.25, (dt.date(2026, 11, 24), "b"): 0.5})
+    assert busy.duration == {"a": (None, 1.25), "b": (None, None)}  # b has not finished: no bar
+    assert busy.duration_title == "Busy time per job (s)"
 
 
 def test_style_is_static_and_colours_every_status() -> None:
@@ -626,4 +735,8 @@ def test_the_notebook_is_a_few_lines_without_outputs() -> None:
     assert len(code) == 1 and code[0]["outputs"] == [] and code[0]["execution_count"] is None
     source = "".join(code[0]["source"])
     assert "ALLEGRO_OPS_HOME" in source and "from widgets import build_dashboard" in source
-    assert source.strip().splitlines()[-1] == "dashboard" and len(source.splitlines()) <= 8
+    lines = [line.strip() for line in source.strip().splitlines()]
+    assert len(lines) <= 14
+    # Shown first; then, only in a preheated Voilà kernel, wait for the page request and re-read.
+    shown_at, guard = lines.index("display(dashboard)"), lines.index('if os.environ.get("VOILA_PREHEAT") == "True":')
+    assert shown_at < guard < lines.index("wait_for_request()") < lines.index("dashboard.refresh()") == len(lines) - 1

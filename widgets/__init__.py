@@ -8,7 +8,7 @@ __all__ = ["build_dashboard", "Dashboard"]
 
 
 def __getattr__(name: str) -> Any:
-    """Import the widgets on first use, so that widgets.view_state loads without ipywidgets."""
+    """Import the widgets on first use, so that widgets.view_state and widgets.views load without ipywidgets."""
     if name in __all__:
         from . import dashboard
 

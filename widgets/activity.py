@@ -1,8 +1,9 @@
 """The activity pane of one schedule: display-only config attributes, the header bar (status
 circle, Create/Recreate/Process/Reprocess/Reset, the run date, Refresh), the inline confirmation
-of destructive actions, one tile per job, the drawers and the history charts; and the two
-threads of live execution: the Runner that runs an action off the page's thread and the
-Refresher that re-reads a live run."""
+of destructive actions, one tile per job, the history charts and, over them, the drawers with
+their backdrop (a click beside the drawers closes one level); and the two threads of live
+execution: the Runner that runs an action off the page's thread and the Refresher that re-reads
+a live run."""
 from __future__ import annotations
 
 import datetime as dt
@@ -17,7 +18,7 @@ from allegro_ops import JobAction, ScheduleAction
 from .charts import Charts
 from .drawers import Drawers
 from .job_tile import JobTile, apply, close_tree, make_button, make_html, show, tiles_match
-from .view_state import ActivityView, Confirmation, badge_html, esc
+from .views import ActivityView, Confirmation, badge_html, esc
 
 __all__ = ["ActivityPane", "ActivityHandlers", "Runner", "Refresher"]
 
@@ -64,11 +65,17 @@ class ActivityPane(widgets.VBox):
         self.tiles: list[JobTile] = []
         left = widgets.VBox([self.tiles_box, charts])
         left.add_class("ao-activity-main")
-        body = widgets.HBox([left, drawers])
+        body = widgets.Box([left, drawers.backdrop, drawers])
         body.add_class("ao-activity-body")
         self.body = body
+        # The drawers lie over the tiles and charts (absolutely placed, so the charts keep their
+        # size); the body keeps room for them while they are open.
+        drawers.layout.observe(self._drawers_shown, names="display")
         super().__init__([self.title, self.config, header, self.confirm_bar, self.placeholder, body])
         self.add_class("ao-activity")
+
+    def _drawers_shown(self, change: dict) -> None:
+        (self.body.remove_class if change["new"] == "none" else self.body.add_class)("ao-drawers-open")
 
     def set_date(self, day: dt.date | None) -> None:
         """Show a date without treating it as the user's choice."""

@@ -17,67 +17,15 @@ from allegro_ops import AllegroOpsError, BadInput, JobAction, ScheduleAction, Wo
 from allegro_ops.models import Execution
 
 from .activity import ActivityHandlers, ActivityPane, Refresher, Runner
-from .charts import Charts, errors_by_code_history, history_series
+from .charts import Charts, busy_seconds, errors_by_code_history, history_series
 from .drawers import DrawerHandlers, Drawers
 from .job_tile import close_tree, make_button, make_html, show
 from .navigation import ACCOUNT, ACCOUNT_LIMIT, AccountView, Navigation, account_rows
-from .view_state import Clock, ViewState, esc, nav_groups
+from .style import STYLE
+from .view_state import ViewState
+from .views import Clock, esc, nav_groups
 
 __all__ = ["Dashboard", "build_dashboard", "MessageBar", "STYLE"]
-
-STYLE = """<style>
-.ao-dashboard { font-family: sans-serif; gap: 6px; }
-.ao-nav { min-width: 210px; max-width: 230px; border-right: 1px solid #ddd; padding-right: 8px; }
-.ao-nav .ao-client { font-weight: bold; margin: 6px 0 0 12px; color: #444; }
-.ao-nav .ao-schedule-entry { margin-left: 24px; width: 170px; }
-.ao-nav-indent { margin-left: 12px; }
-.ao-main { flex: 1 1 auto; padding-left: 10px; }
-.ao-dot { font-size: 20px; vertical-align: middle; }
-.ao-st-not-created { color: #9e9e9e; } .ao-st-pending { color: #1e88e5; }
-.ao-st-in-progress { color: #ffb300; } .ao-st-completed { color: #43a047; }
-.ao-st-errored { color: #e53935; } .ao-st-stalled { color: #fb8c00; }
-.ao-status { min-width: 150px; }
-.ao-job-menu { padding: 0; font-weight: bold; }
-.ao-header { align-items: center; flex-wrap: wrap; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
-.ao-config .ao-attrs { display: flex; flex-wrap: wrap; gap: 14px; color: #333; font-size: 12px; }
-.ao-config .ao-attr-label { color: #777; } .ao-config .ao-config-note { color: #777; font-size: 11px; }
-.ao-message { padding: 4px 8px; border-radius: 4px; align-items: center; }
-.ao-message-error { background: #fdecea; border: 1px solid #e53935; }
-.ao-message-info { background: #e8f4fd; border: 1px solid #1e88e5; }
-.ao-confirm { background: #fff8e1; border: 1px solid #ffb300; padding: 4px 8px; align-items: center; }
-.ao-tiles { flex-wrap: wrap; gap: 8px; }
-.ao-job-tile { border: 1px solid #ccc; border-radius: 6px; padding: 6px; width: 250px; background: #fff; }
-.ao-job-header { justify-content: space-between; }
-.ao-job-counts { font-size: 12px; }
-.ao-activity-main { flex: 1 1 60%; }
-.ao-drawers { flex: 0 0 44%; gap: 8px; }
-.ao-drawer { border: 1px solid #bbb; border-left: 4px solid #546e7a; background: #fafafa; padding: 8px;
-  box-shadow: -2px 2px 6px rgba(0,0,0,.15); }
-.ao-drawer-footer { justify-content: flex-end; }
-.ao-errors-info { border-radius: 50%; height: 26px; padding: 0; margin-left: 8px; font: italic bold 15px serif; }
-.ao-error-row, .ao-item-row { border-top: 1px solid #e0e0e0; align-items: flex-start; }
-.ao-item-row > .widget-html { margin: 0 3px; min-width: 0; overflow: hidden; }
-.ao-item-row .widget-html-content { min-width: 0; width: 100%; overflow: hidden; white-space: normal; }
-.ao-item-header .widget-html-content span { white-space: nowrap; }
-.ao-error-header .widget-html-content, .ao-item-header .widget-html-content {
-  font-weight: bold; gap: 6px; display: flex; width: 100%; }
-.ao-error-header .widget-html-content span { width: 110px; }
-.ao-error-count, .ao-error-code { min-width: 110px; }
-.ao-item-row .ao-account-id { flex: 0 0 110px; } .ao-item-row .ao-batch-id { flex: 0 0 56px; }
-.ao-item-row .ao-item-status { flex: 0 0 50px; }
-.ao-item-row .ao-reason, .ao-item-row .ao-payload { flex: 1 1 0; }
-.ao-item-header span:nth-child(1) { width: 110px; } .ao-item-header span:nth-child(2) { width: 56px; }
-.ao-item-header span:nth-child(3), .ao-item-header span:nth-child(5) { flex: 1 1 0; }
-.ao-item-header span:nth-child(4) { width: 50px; }
-.ao-expand summary { cursor: pointer; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-.ao-expand pre { white-space: pre-wrap; word-break: break-all; max-height: 260px; overflow: auto;
-  background: #f4f4f4; padding: 4px; margin: 2px 0; font-size: 11px; line-height: 1.3; }
-.ao-table { border-collapse: collapse; font-size: 12px; }
-.ao-table td, .ao-table th { border: 1px solid #ddd; padding: 2px 6px; vertical-align: top; }
-.ao-archived { color: #888; font-style: italic; }
-.ao-archived-tag { background: #eee; border-radius: 3px; padding: 0 4px; }
-.widget-html-content { line-height: 1.4; }
-</style>"""
 
 
 class MessageBar(widgets.HBox):
@@ -125,7 +73,7 @@ class Dashboard(widgets.VBox):
                                               self._guard(self._page), self._guard(self._cancel),
                                               self._guard(self._close_all)))
         self.charts = Charts(on_mode=self._guard(self._render_charts))
-        self.activity = ActivityPane(ActivityHandlers(self._guard(self._action), self._guard(self.refresh),
+        self.activity = ActivityPane(ActivityHandlers(self._guard(self._action), self.refresh,
                                                       self._guard(self._date), self._guard(self._confirm),
                                                       self._guard(self._job_action)), self.drawers, self.charts)
         self.account = AccountView(self._guard(self._lookup))
@@ -222,7 +170,8 @@ class Dashboard(widgets.VBox):
             self.refresher.start()
 
     def _render_charts(self) -> None:
-        """Re-read the schedule's history; rebuild the figure only when it changed (it costs)."""
+        """Re-read the schedule's history (one read); only when it changed, read what else the
+        charts need and update the one figure in place."""
         s = self.state
         if not s.client or not s.schedule:
             return
@@ -230,13 +179,19 @@ class Dashboard(widgets.VBox):
         key = (s.client, s.schedule, self.charts.by_code, rows)
         if key == self._charts_key:
             return
+        busy = busy_seconds(self.ws, s.client, s.schedule, rows)
         by_code = errors_by_code_history(self.ws, s.client, s.schedule, rows) if self.charts.by_code else None
         with self._lock:
-            self.charts.render(history_series(rows), by_code)
+            self.charts.render(history_series(rows, busy), by_code)
             self._charts_key = key
 
     def refresh(self) -> None:
-        """What Refresh does: re-read the schedules, the execution, open drawers and the charts."""
+        """What Refresh does: re-read the schedules, the execution, open drawers and the charts.
+        Cheap when nothing changed: a few short reads, and no widget or figure is rebuilt. A
+        failure shows on the page (the notebook calls this too, when a preheated page is asked for)."""
+        self._guard(self._refresh)()
+
+    def _refresh(self) -> None:
         self.message.clear()
         if self.state.load_schedules():
             self._show_schedules()

@@ -1,6 +1,8 @@
-"""The drill-down drawers of a job: Stats (the four counts and a donut), errors by error code
-(Error Count, Error Code, View), and the work items of one code (Account Id, Batch Id, Reason,
-Status, Payload), paged. Each drawer has Cancel (closes one level) and Close all."""
+"""The drill-down drawers of a job: Stats (the four counts and a stacked bar of processed, error
+and pending work items, plain HTML), errors by error code (Error Count, Error Code, View), and the
+work items of one code (Account Id, Batch Id, Reason, Status, Payload), paged. The drawers lie
+over the activity pane; each has Cancel (closes one level) and Close all, and a click on the
+backdrop beside them (the activity pane) closes one level too."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -8,9 +10,9 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
-from .charts import figure_widgets_available, job_progress_figure, update_job_progress
 from .job_tile import close_tree, make_button, make_html, show
-from .view_state import ItemPager, ItemRowView, StatsView, esc, item_rows
+from .view_state import ItemPager
+from .views import ItemRowView, StatsView, esc, item_rows, progress_html
 
 __all__ = ["Drawers", "DrawerHandlers", "expandable"]
 
@@ -43,7 +45,9 @@ def _drawer(css: str, title: str, body: list[widgets.Widget], handlers: DrawerHa
 
 
 class Drawers(widgets.VBox):
-    """Renders the open drawer levels side by side; a level is rebuilt only when its content changed."""
+    """Renders the open drawer levels, stacked; a level is rebuilt only when its content changed.
+    ``backdrop`` is the transparent button the activity pane places under the drawers: a click
+    beside the drawers closes one level (the seed's "click outside in the activity pane")."""
 
     def __init__(self, handlers: DrawerHandlers) -> None:
         self.handlers = handlers
@@ -52,8 +56,10 @@ class Drawers(widgets.VBox):
         self.items_drawer: widgets.VBox | None = None
         self._keys: dict[str, object] = {}
         self._counts: dict[str, widgets.HTML] = {}
-        self._donut = None
+        self._progress: widgets.HTML | None = None
         self.info_button: widgets.Button | None = None
+        self.backdrop = make_button("", "ao-backdrop", tooltip="Close the drawer", on_click=handlers.cancel)
+        show(self.backdrop, False)
         super().__init__([])
         self.add_class("ao-drawers")
         show(self, False)
@@ -73,6 +79,7 @@ class Drawers(widgets.VBox):
         if list(self.children) != levels:
             self.children = levels
         show(self, bool(levels))
+        show(self.backdrop, bool(levels))
 
     def _level(self, name: str, key: object, current: widgets.VBox | None,
                build: Callable[[], widgets.VBox], update: Callable[[], None] | None = None) -> widgets.VBox | None:
@@ -104,9 +111,8 @@ class Drawers(widgets.VBox):
                 rows.append(widgets.HBox([self._counts[css], self.info_button]))
             else:
                 rows.append(self._counts[css])
-        self._donut = job_progress_figure(view) if figure_widgets_available() else None
-        if self._donut is not None:
-            rows.append(self._donut)
+        self._progress = make_html("", "ao-progress")
+        rows.append(self._progress)
         drawer = _drawer("ao-stats-drawer", f"<b>Stats</b> · job {esc(view.job)}", rows, self.handlers)
         self._update_stats(view)
         return drawer
@@ -118,8 +124,7 @@ class Drawers(widgets.VBox):
             self.info_button.disabled = not view.info_enabled
             self.info_button.tooltip = ("Error counts by error code" if view.info_enabled
                                         else "no errored work items")
-        if self._donut is not None:
-            update_job_progress(self._donut, view)
+        self._progress.value = progress_html(view)
 
     # ------------------------------------------------------------------ errors by code
     def _build_errors(self, view: StatsView) -> widgets.VBox:

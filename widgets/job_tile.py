@@ -10,7 +10,7 @@ import ipywidgets as widgets
 
 from allegro_ops import JobAction
 
-from .view_state import ButtonView, JobTileView, badge_html, esc
+from .views import ButtonView, JobTileView, badge_html, esc
 
 __all__ = ["JobTile", "make_button", "make_html", "css_name", "close_tree", "show"]
 

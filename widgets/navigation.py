@@ -11,7 +11,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from .job_tile import close_tree, css_name, make_button, make_html, show
-from .view_state import esc, pretty_json
+from .views import esc, pretty_json
 
 __all__ = ["Navigation", "AccountView", "AccountRowView", "account_rows", "account_table", "ACCOUNT_LIMIT"]
 

@@ -59,10 +59,13 @@ def voila_command(
     return command
 
 
-def voila_env(home: str | Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for voila_command(): the workspace for the kernel, and the template path."""
+def voila_env(home: str | Path, base: Mapping[str, str] | None = None, *, ip: str = LOOPBACK) -> dict[str, str]:
+    """The environment for voila_command(): the workspace for the kernel, the template path, and
+    the address at which a preheated kernel reaches the server to wait for its page request."""
     env = dict(os.environ if base is None else base)
     env["ALLEGRO_OPS_HOME"] = str(Path(home).resolve())
+    wildcard = ip in ("", "0.0.0.0", "::")
+    env["VOILA_APP_IP"] = LOOPBACK if wildcard else (f"[{ip}]" if ":" in ip else ip)
     env["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(TEMPLATE_DATA_DIR), env.get("JUPYTER_PATH", "")) if p)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     return env
@@ -170,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = f"[{args.ip}]" if ":" in args.ip else args.ip
     print(f"Dashboard: http://{host}:{args.port}/   (workspace {home}; Ctrl-C stops)", flush=True)
     command = voila_command(port=args.port, ip=args.ip, preheat=not args.no_preheat)
-    os.execve(command[0], command, voila_env(home))
+    os.execve(command[0], command, voila_env(home, ip=args.ip))
     return 0  # not reached
 
 

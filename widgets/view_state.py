@@ -1,259 +1,33 @@
-"""What the dashboard shows and enables, computed from the Workspace. No ipywidgets here.
+"""The dashboard's state, without widgets: the selected schedule and date, the last read execution,
+the open drawers (with the paging of one error code's work items) and a pending confirmation.
 
-The widget classes render these frozen views and forward clicks to ``ViewState``; every decision
-(colours, which button is enabled and why not, counts, progress, drawer rows, paging, whether to
-keep auto-refreshing) is made here, from Execution.actions / JobRun.actions and the state table's
-refusal texts, so it is unit-tested without a browser.
+``ViewState`` calls the Workspace and raises its typed errors; what it shows is computed by the
+pure functions of ``widgets.views``, re-exported here so that one import serves the widgets and
+the tests. No ipywidgets here (a test checks it).
 """
 from __future__ import annotations
 
 import datetime as dt
-import html
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-from zoneinfo import ZoneInfo
 
-from allegro_ops import BadInput, ExecutionStatus, JobAction, JobStatus, Phase, ScheduleAction, Workspace
-from allegro_ops.models import Execution, JobRun, JobStats, ScheduleConfig, ScheduleSummary, WorkItem
-from allegro_ops.states import job_refusal, refusal
+from allegro_ops import BadInput, JobAction, ScheduleAction, Workspace
+from allegro_ops.models import Execution, JobStats, ScheduleSummary, WorkItem
+
+from .views import (
+    BUSY, DESTRUCTIVE, PROGRESS_COLOURS, STATUS_COLOURS, ActivityView, ButtonView, Clock, Confirmation, ItemRowView,
+    JobTileView, StatsView, StatusBadge, activity_view, badge_html, config_attributes, default_run_date, esc,
+    execution_name, item_rows, nav_groups, pretty_json, progress_html, should_auto_refresh, stats_view, status_badge,
+)
 
 __all__ = [
-    "STATUS_COLOURS", "StatusBadge", "ButtonView", "JobTileView", "ActivityView", "StatsView",
-    "ItemRowView", "ItemPager", "DrawerStack", "Confirmation", "ViewState", "status_badge", "activity_view",
-    "stats_view", "item_rows", "nav_groups", "default_run_date", "should_auto_refresh", "execution_name",
-    "esc", "badge_html", "pretty_json",
+    "ViewState", "DrawerStack", "ItemPager",
+    # re-exported from widgets.views
+    "STATUS_COLOURS", "PROGRESS_COLOURS", "BUSY", "Clock", "StatusBadge", "ButtonView", "JobTileView",
+    "ActivityView", "StatsView", "ItemRowView", "Confirmation", "status_badge", "activity_view", "stats_view",
+    "item_rows", "nav_groups", "default_run_date", "should_auto_refresh", "execution_name", "config_attributes",
+    "esc", "badge_html", "progress_html", "pretty_json",
 ]
-
-Clock = Callable[[], dt.datetime]
-OWNER_LOST = "owner lost"
-STATUS_COLOURS = {  # the status circle's colour per status word
-    "NOT_CREATED": "#9e9e9e", "PENDING": "#1e88e5", "IN_PROGRESS": "#ffb300",
-    "COMPLETED": "#43a047", "ERRORED": "#e53935",
-}
-SCHEDULE_HELP = {
-    ScheduleAction.CREATE: "Create the execution for this date from the current config (all jobs PENDING)",
-    ScheduleAction.RECREATE: "Rebuild the PENDING execution's jobs from the current config version",
-    ScheduleAction.PROCESS: "Run the jobs in sequence; pauses at an errored job",
-    ScheduleAction.REPROCESS: "Re-run the first errored job's errored work items, then the rest",
-    ScheduleAction.RESET: "Back to PENDING with fresh jobs; the work items are archived",
-}
-JOB_HELP = {
-    JobAction.PROCESS: "Run this PENDING job now",
-    JobAction.RETRY: "Re-run this job's errored work items",
-    JobAction.STATS: "Work item counts and errors by error code",
-}
-BUSY = "an action started on this page is still running"
-DESTRUCTIVE = {
-    ScheduleAction.RESET: "all jobs go back to PENDING and the work items are archived",
-    ScheduleAction.RECREATE: "its jobs are rebuilt from the current config version",
-}
-
-
-@dataclass(frozen=True)
-class StatusBadge:
-    """The status circle: the status word, the text shown beside the dot, and its colour."""
-
-    status: str
-    text: str
-    colour: str
-    css: str  # ao-st-<status>, or ao-st-stalled when the run's owner is lost
-
-
-@dataclass(frozen=True)
-class ButtonView:
-    label: str
-    enabled: bool
-    tooltip: str
-
-
-@dataclass(frozen=True)
-class JobTileView:
-    name: str
-    sequence: int
-    status: StatusBadge
-    total: int
-    pending: int
-    processed: int
-    error: int
-    progress: float  # (processed + error) / total, 0 when nothing is listed yet
-    running: bool  # the progress bar shows while the job is IN_PROGRESS
-    menu: dict[JobAction, ButtonView]
-
-
-@dataclass(frozen=True)
-class ActivityView:
-    client: str
-    schedule: str
-    run_date: dt.date
-    status: StatusBadge
-    actions: dict[ScheduleAction, ButtonView]
-    config: tuple[tuple[str, str], ...]  # display-only config attributes (label, value)
-    config_note: str
-    tiles: tuple[JobTileView, ...]
-    auto_refresh: bool
-
-
-@dataclass(frozen=True)
-class StatsView:
-    job: str
-    counts: tuple[tuple[str, str, int], ...]  # (label, css suffix, value)
-    errors: tuple[tuple[str, int], ...]  # (error code, count), largest first
-    info_enabled: bool
-
-    @property
-    def donut(self) -> list[int]:
-        """Processed, error and pending work items."""
-        counts = {css: n for _label, css, n in self.counts}
-        return [counts["processed"], counts["error"], counts["pending"]]
-
-
-@dataclass(frozen=True)
-class ItemRowView:
-    item_no: int
-    account_id: str
-    batch_id: int
-    status: str
-    error_code: str
-    reason: str
-    reason_short: str
-    payload: str  # pretty-printed JSON
-    payload_short: str
-
-
-@dataclass(frozen=True)
-class Confirmation:
-    """A destructive action waiting for Confirm, bound to the execution it was asked for."""
-
-    action: ScheduleAction
-    client: str
-    schedule: str
-    run_date: dt.date
-
-    @property
-    def text(self) -> str:
-        name = f"{self.client}/{self.schedule} {self.run_date.isoformat()}"
-        effect = DESTRUCTIVE[self.action]
-        return f"{self.action.value.capitalize()} execution {name}? {effect[0].upper()}{effect[1:]}."
-
-
-def esc(value: Any) -> str:
-    """Data as HTML text: every value from the workspace goes through this before widgets.HTML."""
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def badge_html(badge: StatusBadge) -> str:
-    """The status circle as markup: a coloured dot and the status text (escaped)."""
-    return (f'<span class="ao-dot {badge.css}" title="{esc(badge.status)}">●</span>'
-            f' <span class="ao-status-text">{esc(badge.text)}</span>')
-
-
-def execution_name(client: str, schedule: str, run_date: dt.date) -> str:
-    return f"execution {client}/{schedule} {run_date.isoformat()}"
-
-
-def status_badge(status: str, phase: Phase | None = None) -> StatusBadge:
-    """Colour and text of a status circle; a STALLED execution says its owner is lost."""
-    word = getattr(status, "value", status)
-    if phase is Phase.STALLED:
-        return StatusBadge(word, f"{word} ({OWNER_LOST})", STATUS_COLOURS[word], "ao-st-stalled")
-    return StatusBadge(word, word, STATUS_COLOURS.get(word, "#9e9e9e"), f"ao-st-{word.lower().replace('_', '-')}")
-
-
-def _button(label: str, allowed: bool, busy: bool, help_text: str, why: str | None) -> ButtonView:
-    """Enabled when the state table allows it and the page is not busy; the tooltip says why not."""
-    if allowed and not busy:
-        return ButtonView(label, True, help_text)
-    return ButtonView(label, False, why or (BUSY if busy else "not allowed now"))
-
-
-def _job_tile(execution: Execution, job: JobRun, busy: bool) -> JobTileView:
-    name = execution_name(execution.client, execution.schedule, execution.run_date)
-    menu = {a: _button(a.value.removeprefix("job ").capitalize(), bool(job.actions.get(a)),
-                       busy and a is not JobAction.STATS, JOB_HELP[a],
-                       job_refusal(a, job.status, execution.phase, name, f"job {job.name}")) for a in JobAction}
-    progress = (job.processed + job.error) / job.total if job.total else 0.0
-    return JobTileView(job.name, job.sequence, status_badge(job.status.value), job.total, job.pending,
-                       job.processed, job.error, min(progress, 1.0), job.status.value == "IN_PROGRESS", menu)
-
-
-def _planned_tiles(config: ScheduleConfig, name: str) -> tuple[JobTileView, ...]:
-    """Tiles of a NOT_CREATED date: the current config's jobs, every menu entry disabled."""
-    menu = {a: ButtonView(a.value.removeprefix("job ").capitalize(), False,
-                          job_refusal(a, JobStatus.PENDING, Phase.NOT_CREATED, name) or "create it first")
-            for a in JobAction}
-    return tuple(JobTileView(j.name, i, status_badge("NOT_CREATED"), 0, 0, 0, 0, 0.0, False, menu)
-                 for i, j in enumerate(config.jobs, 1))
-
-
-def config_attributes(config: ScheduleConfig) -> tuple[tuple[str, str], ...]:
-    return (("Mode", config.mode), ("Calendar", config.calendar.cron), ("Timezone", config.calendar.timezone),
-            ("Version", str(config.version)), ("Description", config.description))
-
-
-def activity_view(execution: Execution, busy: bool = False) -> ActivityView:
-    """Everything the activity pane shows for one execution; ``busy`` while this page runs an action."""
-    name = execution_name(execution.client, execution.schedule, execution.run_date)
-    errored = any(j.status.value == "ERRORED" for j in execution.jobs)
-    actions = {a: _button(a.value.capitalize(), bool(execution.actions.get(a)), busy, SCHEDULE_HELP[a],
-                          refusal(a, execution.phase, errored, name)) for a in ScheduleAction}
-    cfg = execution.config
-    if execution.status is ExecutionStatus.NOT_CREATED:
-        note, tiles = "current config (this date is not created yet)", _planned_tiles(cfg, name) if cfg else ()
-    else:
-        note = f"config version {execution.config_version} this date runs with"
-        tiles = tuple(_job_tile(execution, j, busy) for j in execution.jobs)
-    # While this page's own run is going, a STALLED read is that run between its lease and its
-    # registration (or its release and its final status): it is alive, not "owner lost".
-    phase = None if busy and execution.phase is Phase.STALLED else execution.phase
-    return ActivityView(execution.client, execution.schedule, execution.run_date,
-                        status_badge(execution.status.value, phase), actions,
-                        config_attributes(cfg) if cfg else (), note, tiles,
-                        should_auto_refresh(execution) or busy)
-
-
-def should_auto_refresh(execution: Execution | None) -> bool:
-    """Keep re-reading while a live run owns the execution (here or in another process)."""
-    return execution is not None and execution.phase is Phase.RUNNING
-
-
-def stats_view(job: str, stats: JobStats) -> StatsView:
-    counts = (("Total Count", "total", stats.total), ("Pending Count", "pending", stats.pending),
-              ("Processed Count", "processed", stats.processed), ("Error Count", "error", stats.error))
-    errors = tuple((e.error_code, e.count) for e in stats.errors_by_code)
-    return StatsView(job, counts, errors, stats.error > 0 and bool(errors))
-
-
-def _short(text: str, limit: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def pretty_json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
-
-
-def item_rows(items: list[WorkItem]) -> tuple[ItemRowView, ...]:
-    return tuple(
-        ItemRowView(i.item_no, i.account_id, i.batch_id, i.status, i.error_code or "", i.reason or "",
-                    _short(i.reason or ""), pretty_json(i.payload),
-                    _short(json.dumps(i.payload, ensure_ascii=False, default=str)))
-        for i in items)
-
-
-def nav_groups(schedules: list[ScheduleSummary]) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """Schedules grouped by client, both sorted: the navigation tree."""
-    clients = sorted({s.client for s in schedules})
-    return tuple((c, tuple(sorted(s.schedule for s in schedules if s.client == c))) for c in clients)
-
-
-def default_run_date(now: dt.datetime, timezone: str) -> dt.date:
-    """Today in the schedule's timezone (a naive clock reading counts as UTC)."""
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=dt.timezone.utc)
-    return now.astimezone(ZoneInfo(timezone)).date()
-
 
 Fetch = Callable[[int, int], list[WorkItem]]  # (after item_no, limit) -> items
 
