@@ -38,7 +38,7 @@ CHROMIUM_ARGS = [
 INSTALL_HINT = "install with `apt-get install -y chromium` (CI's .ci/run does this)"
 RENDER_TIMEOUT_MS = 60_000  # first page: kernel start and notebook run on a busy 2-CPU machine
 # One click's round trip to the kernel and back, on a busy 2-CPU machine: a Process of 400 accounts,
-# or a drawer with a plotly FigureWidget (each one ships ~5 MB of plotly.js over the websocket).
+# or the first page's history figure (plotly.js, ~5 MB over the websocket, sent once per page).
 STEP_TIMEOUT_MS = 60_000
 
 __all__ = [
