@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from . import lease
+from . import faults, lease
 from .errors import AllegroOpsError, BadInput, WorkItemError
 from .executors import LocalExecutor, make_executor
 from .jobs import ItemInput, JobContext, JobType, registry
@@ -81,6 +81,7 @@ def process_batch(
             codes.append(code)
             reasons.append(reason)
         finished.append(clock())
+    faults.point("item-done")
     ts = wi_sql.RESULT_SCHEMA.field("started_at").type
     return pa.Table.from_arrays(
         [pa.array([r[0] for r in rows], pa.int32()), pa.array([r[1] for r in rows], pa.int32()),
@@ -110,6 +111,7 @@ class Engine:
         """Run the leased execution; always settles its status and releases the lease."""
         run = _Run(row.execution_id, row.generation, row.client, row.schedule, row.run_date, token)
         lease.register(token)
+        faults.point("run-begun")
         beat = _Heartbeat(self.store, run, self.clock)
         beat.start()
         try:
@@ -168,12 +170,14 @@ class Engine:
         try:
             if not job.items_listed:
                 items = _normalize_items(job_type.list_work_items(ctx), job.name)
+                faults.point("items-listed")
 
                 def start(con):
                     self._check_lease(con, run)
                     wi_sql.insert_items(con, job.job_id, items, config.batch_size, now)
                     ex_sql.set_job(con, job.job_id, status="IN_PROGRESS", items_listed=True,
                                    total=items.num_rows, started_at=now, finished_at=None)
+                    faults.point("items-stored")
             else:
 
                 def start(con):
@@ -183,12 +187,15 @@ class Engine:
 
             self.store.write(start)
             state = job_type.prepare(ctx)
+            faults.point("job-started")
         except Exception:
             # Listing or preparing failed: nothing of this job ran. Put it back as it was.
             self.store.write(lambda con: ex_sql.set_job(con, job.job_id, status=job.status))
             raise
         self._run_batches(run, job, config, job_type, state, ctx, statuses)
-        return self.store.write(lambda con: self._finish_job(con, run, job.job_id))
+        completed = self.store.write(lambda con: self._finish_job(con, run, job.job_id))
+        faults.point("job-finished")
+        return completed
 
     def _run_batches(self, run, job, config: JobConfig, job_type, state, ctx, statuses) -> None:
         """Run the items in pieces of about batch_size / concurrency, so that every worker is busy
@@ -222,6 +229,7 @@ class Engine:
                 for i in range(0, len(batch), piece):
                     pieces.append(submit(batch[i : i + piece], pieces))
                 groups.append(pieces)
+                faults.point("batch-submitted")
             while groups:
                 self._write_done(run, job.job_id, groups, block=True, fresh=fresh)
             ok = True
@@ -256,8 +264,10 @@ class Engine:
             self._check_lease(con, run)
             wi_sql.write_results(con, job_id, results, run.token, fresh=fresh)
             ex_sql.heartbeat(con, run.execution_id, run.token, now)
+            faults.point("results-writing")
 
         self.store.write(write)
+        faults.point("results-written")
 
     def _finish_job(self, con, run: _Run, job_id: int) -> bool:
         self._check_lease(con, run)
@@ -268,6 +278,7 @@ class Engine:
         status = JobStatus.ERRORED if error else (JobStatus.COMPLETED if not pending else JobStatus.IN_PROGRESS)
         ex_sql.set_job(con, job_id, status=status.value, total=total, processed=processed, error=error,
                        finished_at=self.clock())
+        faults.point("job-finishing")
         return status is JobStatus.COMPLETED
 
     def _settle(self, run: _Run) -> None:
@@ -283,8 +294,10 @@ class Engine:
             finished = self.clock() if status.value in ("COMPLETED", "ERRORED") else None
             ex_sql.set_execution(con, run.execution_id, status=status.value, finished_at=finished)
             ex_sql.release_lease(con, run.execution_id, run.token)
+            faults.point("settling")
 
         self.store.write(settle)
+        faults.point("settled")
 
     @staticmethod
     def _check_lease(con, run: _Run) -> None:

@@ -185,6 +185,33 @@ FROM executions e
 LEFT JOIN jobs j ON j.execution_id = e.execution_id AND j.generation = e.generation
 GROUP BY ALL;
 """),
+    (3, "payload edits and notifications", """
+-- Fix and retry: every correction of an errored work item's payload. The work item holds the
+-- latest payload; the rows here keep each earlier one, who changed it and when.
+CREATE TABLE payload_edits (
+    job_id BIGINT NOT NULL,
+    item_no INTEGER NOT NULL,
+    edit_no INTEGER NOT NULL,
+    edited_at TIMESTAMPTZ NOT NULL,
+    edited_by VARCHAR NOT NULL,
+    old_payload VARCHAR NOT NULL,
+    new_payload VARCHAR NOT NULL,
+    PRIMARY KEY (job_id, item_no, edit_no)
+);
+
+-- Notifications (ERRORED, LATE, COMPLETED after errors): one row per execution, event and
+-- channel target, so that each is sent once however often the run is retried.
+CREATE TABLE notifications (
+    execution_id BIGINT NOT NULL,
+    event VARCHAR NOT NULL,
+    channel VARCHAR NOT NULL,
+    target VARCHAR NOT NULL,
+    sent_at TIMESTAMPTZ NOT NULL,
+    outcome VARCHAR NOT NULL,
+    detail VARCHAR NOT NULL,
+    PRIMARY KEY (execution_id, event, channel, target)
+);
+"""),
 ]
 
 
