@@ -45,7 +45,8 @@ def _execution_text(e: Execution) -> str:
             f" total {j.total:>7}  pending {j.pending:>7}  processed {j.processed:>7}  error {j.error:>6}"
         )
     enabled = [a.value for a, on in e.actions.items() if on]
-    lines.append(f"  actions: {', '.join(enabled) or 'none'}")
+    lines.append(f"  actions: {', '.join(enabled) or 'none'}"
+                 + (" (role viewer: every action is refused)" if e.role.value == "viewer" else ""))
     return "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ def init_demo(
     item_delay_ms: float = 0,
 ) -> list[dict[str, Any]]:
     """Write the demo configs under <home>/configs, apply them, and (re)build the demo accounts."""
+    ws.authorize("demo init", str(ws.home))
     if accounts < 1:
         raise ValueError("accounts must be at least 1")
     configs_dir = ws.home / "configs"
@@ -48,6 +49,7 @@ def init_demo(
 
 def resolve(ws: Workspace, client: str, code: str | None = None) -> dict[str, int]:
     """Repair the demo data behind one error code (all when None); returns records fixed per code."""
+    ws.authorize("demo resolve", client, client)
     known = ws.store.read(demo_sql.clients)
     if client not in known:
         raise NotFound("client", client, f"demo clients: {', '.join(known) or 'none (run demo init)'}")
@@ -56,7 +58,7 @@ def resolve(ws: Workspace, client: str, code: str | None = None) -> dict[str, in
     codes = [code] if code else list(ERROR_CODES)
     # Cards are renewed past the last possible run date, so the fix holds for every date.
     fixed = ws.store.write(lambda con: {c: demo_sql.repair(con, client, c, MAX_DATE) for c in codes})
-    ws._audit("demo resolve", client, client, "done", ", ".join(f"{c}: {n} fixed" for c, n in fixed.items()))
+    ws.record("demo resolve", client, client, "done", ", ".join(f"{c}: {n} fixed" for c, n in fixed.items()))
     return fixed
 
 

@@ -5,7 +5,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .states import ExecutionStatus, JobStatus, Phase, ScheduleAction, JobAction
+from .states import ExecutionStatus, JobAction, JobStatus, Phase, Role, ScheduleAction
 
 __all__ = [
     "JobConfig",
@@ -175,6 +175,7 @@ class Execution:
     created_at: dt.datetime | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    role: Role = Role.OPERATOR  # the reader's role, for which ``actions`` were computed
 
     def job(self, name: str) -> JobRun:
         for j in self.jobs:
@@ -192,6 +193,7 @@ class Execution:
             "jobs": [j.to_dict() for j in self.jobs],
             "actions": {a.value: bool(v) for a, v in self.actions.items()},
             "owner_lost": self.phase is Phase.STALLED,
+            "role": self.role.value,
         }
 
 

@@ -4,7 +4,6 @@ typed error when refused or malformed."""
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import os
 from collections.abc import Callable
@@ -13,14 +12,15 @@ from typing import Any
 
 from . import config as config_mod
 from . import lease
+from .access import Access, resolve_access
 from .engine import Engine, RunMode
 from .errors import ActionRefused, AllegroOpsError, BadInput, NotFound
 from .models import (
     AuditEntry, ErrorCount, Execution, JobRun, JobStats, Lease, ScheduleConfig, ScheduleSummary, WorkItem,
 )
 from .states import (
-    ExecutionStatus, JobAction, JobStatus, Phase, ScheduleAction, job_actions, job_refusal, phase_of,
-    refusal, schedule_actions,
+    ExecutionStatus, JobAction, JobStatus, Phase, Role, ScheduleAction, job_actions, job_refusal, phase_of,
+    refusal, role_refusal, schedule_actions,
 )
 from .store import DB_FILENAME, Store
 from .store import catalog as cat_sql
@@ -55,7 +55,11 @@ def parse_date(value: str | dt.date) -> dt.date:
 
 
 class Workspace:
-    """A workspace folder: the DuckDB file and runs/. Cheap to build; holds no open connection."""
+    """A workspace folder: the DuckDB file and runs/. Cheap to build; holds no open connection.
+
+    The actor (who the audit log names) and the role (viewer or operator) come from the
+    environment and <home>/access.yaml (allegro_ops/access.py); ``role`` given here wins, for
+    code that runs with a fixed role (tests, embedded use)."""
 
     def __init__(
         self,
@@ -63,13 +67,18 @@ class Workspace:
         *,
         clock: Clock | None = None,
         actor: str | None = None,
+        role: Role | str | None = None,
         lock_timeout: float | None = None,
         executor: str = "local",
     ) -> None:
         self.home = Path(home if home is not None else os.environ.get("ALLEGRO_OPS_HOME", ".")).resolve()
         self.store = Store(self.home / DB_FILENAME, lock_timeout=lock_timeout)
         self.clock: Clock = clock or utc_now
-        self.actor = actor or os.environ.get("ALLEGRO_OPS_ACTOR") or _os_user()
+        access = resolve_access(self.home, actor=actor)
+        if role is not None:
+            access = Access(access.actor, access.user, Role(role), "given by the caller")
+        self.access = access
+        self.actor, self.role = access.actor, access.role
         self.engine = Engine(self.store, self.clock, executor)
 
     @property
@@ -79,6 +88,7 @@ class Workspace:
     # ----------------------------------------------------------------- configurations
     def apply_config(self, path: str | Path) -> list[dict[str, Any]]:
         """Validate every schedule under path, then store a new version of each that changed."""
+        self.authorize("config apply", str(path))
         configs = config_mod.load_path(path)
         now = self.clock()
 
@@ -137,7 +147,7 @@ class Workspace:
         if row is None:
             phase = Phase.NOT_CREATED
             return Execution(current.client, current.name, day, ExecutionStatus.NOT_CREATED, phase, None, current,
-                             (), schedule_actions(phase, False))
+                             (), schedule_actions(phase, False, self.role), role=self.role)
         jobs = ex_sql.jobs_of(con, row.execution_id, row.generation)
         now = self.clock()
         alive = lease.owner_alive(row.lease_token, row.lease_host, row.lease_pid, row.lease_heartbeat, now)
@@ -146,7 +156,7 @@ class Workspace:
         has_errored = any(j.status == JobStatus.ERRORED.value for j in jobs)
         runs = tuple(
             JobRun(j.name, j.sequence, j.type, JobStatus(j.status), j.total, j.pending, j.processed, j.error,
-                   j.started_at, j.finished_at, job_actions(JobStatus(j.status), phase))
+                   j.started_at, j.finished_at, job_actions(JobStatus(j.status), phase, self.role))
             for j in jobs
         )
         owner = None
@@ -154,8 +164,8 @@ class Workspace:
             owner = Lease(row.lease_host or "", row.lease_pid or 0, row.lease_heartbeat, alive)
         return Execution(row.client, row.schedule, row.run_date, status, phase, row.config_version,
                          config_mod.from_snapshot(row.snapshot_json, row.config_version), runs,
-                         schedule_actions(phase, has_errored), row.generation, owner,
-                         row.created_at, row.started_at, row.finished_at)
+                         schedule_actions(phase, has_errored, self.role), row.generation, owner,
+                         row.created_at, row.started_at, row.finished_at, role=self.role)
 
     # ----------------------------------------------------------------- schedule actions
     def create(self, client: str, schedule: str, run_date: str | dt.date) -> Execution:
@@ -284,10 +294,24 @@ class Workspace:
         return ActionRefused(action.value, reason, client=client, schedule=schedule,
                              run_date=day.isoformat(), job=job, status=status)
 
+    def authorize(self, action: str, target: str = "", client: str | None = None) -> None:
+        """Refuse (ActionRefused, exit 3 in the CLI) and audit an action this role may not take."""
+        reason = role_refusal(self.role, action)
+        if reason is not None:
+            self.record(action, client, target or str(self.home), "refused", reason)
+            raise ActionRefused(action, reason, client=client or "")
+
+    def record(self, action: str, client: str | None, target: str, outcome: str, reason: str = "") -> None:
+        """Append one entry to the audit log under this workspace's actor and clock."""
+        self._audit(action, client, target, outcome, reason)
+
     def _audited(self, action: str, client, schedule, day, job, fn: Callable[[], Any]) -> Any:
         """Run an action and append its outcome (done, refused with reason, or failed) to the audit log."""
         target = f"{client}/{schedule} {day}" + (f" job {job}" if job else "")
         try:
+            reason = role_refusal(self.role, action)
+            if reason is not None:
+                raise self._refused(_Named(action), reason, client, schedule, day, job)
             result = fn()
         except ActionRefused as exc:
             self._audit(action, client, target, "refused", exc.reason)
@@ -391,8 +415,8 @@ def _job_rows(cfg: ScheduleConfig) -> list[tuple[str, str, str]]:
     return [(j.name, j.type, json.dumps(j.to_dict(), sort_keys=True)) for j in cfg.jobs]
 
 
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid-{os.getuid()}"
+class _Named:
+    """An action given by name (for refusals that come before the state table)."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value

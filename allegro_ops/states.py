@@ -12,6 +12,7 @@ __all__ = [
     "JobStatus",
     "WorkItemStatus",
     "Phase",
+    "Role",
     "ScheduleAction",
     "JobAction",
     "phase_of",
@@ -19,6 +20,7 @@ __all__ = [
     "job_actions",
     "refusal",
     "job_refusal",
+    "role_refusal",
     "derive_execution_status",
 ]
 
@@ -53,6 +55,13 @@ class Phase(str, Enum):
     STALLED = "STALLED"  # IN_PROGRESS and its owner is gone: Process resumes it
     COMPLETED = "COMPLETED"
     ERRORED = "ERRORED"
+
+
+class Role(str, Enum):
+    """Who is acting: a viewer sees everything and may do nothing; an operator may act."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
 
 
 class ScheduleAction(str, Enum):
@@ -111,17 +120,32 @@ def phase_of(status: ExecutionStatus, owner_alive: bool) -> Phase:
     return Phase(status.value)
 
 
-def schedule_actions(phase: Phase, has_errored_job: bool) -> dict[ScheduleAction, bool]:
-    """Every schedule action and whether it is enabled now."""
-    return {a: refusal(a, phase, has_errored_job) is None for a in ScheduleAction}
+# Actions a viewer may take: the ones that only read.
+READ_ONLY_ACTIONS = frozenset({JobAction.STATS.value, "backup", "export"})
+
+
+def role_refusal(role: Role, action: str) -> str | None:
+    """None when the role may take the action; else the reason (the first check of every rule)."""
+    action = getattr(action, "value", action)
+    if role is Role.VIEWER and action not in READ_ONLY_ACTIONS:
+        return f"role viewer may not {action}; only an operator may act (ALLEGRO_OPS_ROLE, access.yaml)"
+    return None
+
+
+def schedule_actions(phase: Phase, has_errored_job: bool, role: Role = Role.OPERATOR) -> dict[ScheduleAction, bool]:
+    """Every schedule action and whether it is enabled now, for this role."""
+    return {a: refusal(a, phase, has_errored_job, role=role) is None for a in ScheduleAction}
 
 
 def refusal(
-    action: ScheduleAction, phase: Phase, has_errored_job: bool, execution: str = "execution"
+    action: ScheduleAction, phase: Phase, has_errored_job: bool, execution: str = "execution",
+    role: Role = Role.OPERATOR,
 ) -> str | None:
     """None when allowed; else the reason, phrased for '<action> refused: <reason>'.
 
     ``execution`` names the execution in the reason (e.g. "execution acme/daily-billing 2026-11-24")."""
+    if (why := role_refusal(role, action)) is not None:
+        return why
     rule = SCHEDULE_RULES[action]
     if phase not in rule.phases:
         return f"{execution} is {_describe(phase)}; {action.value} needs {rule.needs}"
@@ -130,14 +154,17 @@ def refusal(
     return None
 
 
-def job_actions(job_status: JobStatus, phase: Phase) -> dict[JobAction, bool]:
-    return {a: job_refusal(a, job_status, phase) is None for a in JobAction}
+def job_actions(job_status: JobStatus, phase: Phase, role: Role = Role.OPERATOR) -> dict[JobAction, bool]:
+    return {a: job_refusal(a, job_status, phase, role=role) is None for a in JobAction}
 
 
 def job_refusal(
-    action: JobAction, job_status: JobStatus, phase: Phase, execution: str = "execution", job: str = "job"
+    action: JobAction, job_status: JobStatus, phase: Phase, execution: str = "execution", job: str = "job",
+    role: Role = Role.OPERATOR,
 ) -> str | None:
     """None when allowed; else the reason, naming the execution or the job that stands in the way."""
+    if (why := role_refusal(role, action)) is not None:
+        return why
     statuses, phases, needs = JOB_RULES[action]
     if phase is Phase.NOT_CREATED:
         return f"{execution} is NOT_CREATED; {action.value} needs a created execution"

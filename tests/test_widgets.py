@@ -168,7 +168,7 @@ def test_navigation_lists_each_schedule_under_its_client(dash: Dashboard) -> Non
              for w in walk(nav) if {"ao-client", "ao-schedule-entry"} & set(w._dom_classes)]
     assert order == ["acme", "daily-billing", "month-end", "globex", "daily-billing", "month-end"]
     assert one(nav, "ao-schedule-globex-month-end").description == "month-end"
-    assert one(nav, "ao-mode").options == ("Usage", "Account") and one(nav, "ao-mode").value == "Usage"
+    assert one(nav, "ao-mode").options == ("Usage", "Account", "Audit") and one(nav, "ao-mode").value == "Usage"
 
 
 def test_first_schedule_opens_on_today_in_its_timezone(dash: Dashboard) -> None:

@@ -17,10 +17,11 @@ from allegro_ops import AllegroOpsError, BadInput, JobAction, ScheduleAction, Wo
 from allegro_ops.models import Execution
 
 from .activity import ActivityHandlers, ActivityPane, Refresher, Runner
+from .audit import AUDIT_LIMIT, AuditView, audit_rows, role_html
 from .charts import Charts, busy_seconds, errors_by_code_history, history_series
 from .drawers import DrawerHandlers, Drawers
 from .job_tile import close_tree, make_button, make_html, show
-from .navigation import ACCOUNT, ACCOUNT_LIMIT, AccountView, Navigation, account_rows
+from .navigation import ACCOUNT, ACCOUNT_LIMIT, AUDIT, AccountView, Navigation, account_rows
 from .style import STYLE
 from .view_state import ViewState
 from .views import Clock, esc, nav_groups
@@ -78,11 +79,14 @@ class Dashboard(widgets.VBox):
                                                       self._guard(self._job_action)), self.drawers, self.charts)
         self.account = AccountView(self._guard(self._lookup))
         show(self.account, False)
+        self.audit = AuditView(self._guard(self._read_audit))
+        show(self.audit, False)
+        self.role = make_html(role_html(workspace.access), "ao-role-bar")
         self.nav = Navigation(self._guard(self.select), self._guard(self._mode))
-        main = widgets.VBox([self.activity, self.account])
+        main = widgets.VBox([self.activity, self.account, self.audit])
         main.add_class("ao-main")
         body = widgets.HBox([self.nav, main])
-        super().__init__([make_html(STYLE), self.message, body, self.details])
+        super().__init__([make_html(STYLE), self.role, self.message, body, self.details])
         self.add_class("ao-dashboard")
         self._guard(self._start)()
         if nav_refresh_seconds:
@@ -121,6 +125,7 @@ class Dashboard(widgets.VBox):
     def _show_schedules(self) -> None:
         self.nav.set_groups(nav_groups(self.state.schedules), self._selected())
         self.account.set_clients(sorted({s.client for s in self.state.schedules}))
+        self.audit.set_clients(sorted({s.client for s in self.state.schedules}))
 
     def _selected(self) -> tuple[str, str] | None:
         s = self.state
@@ -140,8 +145,15 @@ class Dashboard(widgets.VBox):
         self._render_charts()
 
     def _mode(self, mode: str) -> None:
-        show(self.activity, mode != ACCOUNT)
+        show(self.activity, mode not in (ACCOUNT, AUDIT))
         show(self.account, mode == ACCOUNT)
+        show(self.audit, mode == AUDIT)
+        if mode == AUDIT:
+            self._read_audit(self.audit.selected_client)
+
+    def _read_audit(self, client: str | None) -> None:
+        """The audit log, newest first (one read)."""
+        self.audit.render(audit_rows(self.ws.audit(client, AUDIT_LIMIT)), AUDIT_LIMIT)
 
     def _watch_schedules(self, every: float) -> None:
         """The slow timer: new schedule configs appear in the navigation, and a run started

@@ -13,9 +13,9 @@ import ipywidgets as widgets
 from .job_tile import close_tree, css_name, make_button, make_html, show
 from .views import esc, pretty_json
 
-__all__ = ["Navigation", "AccountView", "AccountRowView", "account_rows", "account_table", "ACCOUNT_LIMIT"]
+__all__ = ["USAGE", "ACCOUNT", "AUDIT", "Navigation", "AccountView", "AccountRowView", "account_rows", "account_table", "ACCOUNT_LIMIT"]
 
-USAGE, ACCOUNT = "Usage", "Account"
+USAGE, ACCOUNT, AUDIT = "Usage", "Account", "Audit"
 ACCOUNT_LIMIT = 500  # attempts listed per account look-up
 Groups = tuple[tuple[str, tuple[str, ...]], ...]
 
@@ -25,9 +25,9 @@ class Navigation(widgets.VBox):
 
     def __init__(self, on_select: Callable[[str, str], None], on_mode: Callable[[str], None]) -> None:
         self._on_select = on_select
-        self.mode = widgets.ToggleButtons(options=[USAGE, ACCOUNT], value=USAGE)
+        self.mode = widgets.ToggleButtons(options=[USAGE, ACCOUNT, AUDIT], value=USAGE)
         self.mode.add_class("ao-mode")
-        self.mode.style.button_width = "90px"
+        self.mode.style.button_width = "72px"
         self.mode.observe(lambda ch: self._mode_changed(on_mode, ch["new"]), names="value")
         self.scheduling = make_button("▾ Scheduling", "ao-nav-scheduling", tooltip="Job Schedule framework",
                                       on_click=lambda: self._toggle(self.scheduling, self.scheduling_items))
@@ -40,9 +40,11 @@ class Navigation(widgets.VBox):
         self.usage = widgets.VBox([self.scheduling, self.scheduling_items])
         self.account_hint = make_html("<i>Look up an account's work items on the right.</i>", "ao-nav-hint")
         show(self.account_hint, False)
+        self.audit_hint = make_html("<i>Who did what, when, and the outcome.</i>", "ao-nav-hint")
+        show(self.audit_hint, False)
         self.entries: dict[tuple[str, str], widgets.Button] = {}
         self._groups: Groups = ()
-        super().__init__([self.mode, self.usage, self.account_hint])
+        super().__init__([self.mode, self.usage, self.account_hint, self.audit_hint])
         self.add_class("ao-nav")
 
     def set_groups(self, groups: Groups, selected: tuple[str, str] | None = None) -> None:
@@ -87,6 +89,7 @@ class Navigation(widgets.VBox):
     def _mode_changed(self, on_mode: Callable[[str], None], mode: str) -> None:
         show(self.usage, mode == USAGE)
         show(self.account_hint, mode == ACCOUNT)
+        show(self.audit_hint, mode == AUDIT)
         on_mode(mode)
 
 

@@ -71,5 +71,8 @@ STYLE = """<style>
 .ao-table td, .ao-table th { border: 1px solid #ddd; padding: 2px 6px; vertical-align: top; }
 .ao-archived { color: #888; font-style: italic; }
 .ao-archived-tag { background: #eee; border-radius: 3px; padding: 0 4px; }
+.ao-role-bar { font-size: 12px; color: #555; text-align: right; }
+.ao-role-viewer { background: #fff8e1; border: 1px solid #ffb300; border-radius: 4px; padding: 1px 6px; }
+.ao-audit-refused td { background: #fdecea; }
 .widget-html-content { line-height: 1.4; }
 </style>"""

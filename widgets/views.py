@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from allegro_ops import ExecutionStatus, JobAction, JobStatus, Phase, ScheduleAction
 from allegro_ops.models import Execution, JobRun, JobStats, ScheduleConfig, ScheduleSummary, WorkItem
-from allegro_ops.states import job_refusal, refusal
+from allegro_ops.states import Role, job_refusal, refusal
 
 __all__ = [
     "STATUS_COLOURS", "PROGRESS_COLOURS", "BUSY", "Clock", "StatusBadge", "ButtonView", "JobTileView",
@@ -192,16 +192,17 @@ def _job_tile(execution: Execution, job: JobRun, busy: bool) -> JobTileView:
     name = execution_name(execution.client, execution.schedule, execution.run_date)
     menu = {a: _button(a.value.removeprefix("job ").capitalize(), bool(job.actions.get(a)),
                        busy and a is not JobAction.STATS, JOB_HELP[a],
-                       job_refusal(a, job.status, execution.phase, name, f"job {job.name}")) for a in JobAction}
+                       job_refusal(a, job.status, execution.phase, name, f"job {job.name}", execution.role))
+            for a in JobAction}
     progress = (job.processed + job.error) / job.total if job.total else 0.0
     return JobTileView(job.name, job.sequence, status_badge(job.status.value), job.total, job.pending,
                        job.processed, job.error, min(progress, 1.0), job.status.value == "IN_PROGRESS", menu)
 
 
-def _planned_tiles(config: ScheduleConfig, name: str) -> tuple[JobTileView, ...]:
+def _planned_tiles(config: ScheduleConfig, name: str, role: Role) -> tuple[JobTileView, ...]:
     """Tiles of a NOT_CREATED date: the current config's jobs, every menu entry disabled."""
     menu = {a: ButtonView(a.value.removeprefix("job ").capitalize(), False,
-                          job_refusal(a, JobStatus.PENDING, Phase.NOT_CREATED, name) or "create it first")
+                          job_refusal(a, JobStatus.PENDING, Phase.NOT_CREATED, name, role=role) or "create it first")
             for a in JobAction}
     return tuple(JobTileView(j.name, i, status_badge("NOT_CREATED"), 0, 0, 0, 0, 0.0, False, menu)
                  for i, j in enumerate(config.jobs, 1))
@@ -217,10 +218,10 @@ def activity_view(execution: Execution, busy: bool = False) -> ActivityView:
     name = execution_name(execution.client, execution.schedule, execution.run_date)
     errored = any(j.status.value == "ERRORED" for j in execution.jobs)
     actions = {a: _button(a.value.capitalize(), bool(execution.actions.get(a)), busy, SCHEDULE_HELP[a],
-                          refusal(a, execution.phase, errored, name)) for a in ScheduleAction}
+                          refusal(a, execution.phase, errored, name, execution.role)) for a in ScheduleAction}
     cfg = execution.config
     if execution.status is ExecutionStatus.NOT_CREATED:
-        note, tiles = "current config (this date is not created yet)", _planned_tiles(cfg, name) if cfg else ()
+        note, tiles = "current config (this date is not created yet)", _planned_tiles(cfg, name, execution.role) if cfg else ()
     else:
         note = f"config version {execution.config_version} this date runs with"
         tiles = tuple(_job_tile(execution, j, busy) for j in execution.jobs)
