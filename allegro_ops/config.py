@@ -34,6 +34,25 @@ class _Job(BaseModel):
     batch_size: int = Field(default=100, ge=1, le=100_000)
     concurrency: int = Field(default=4, ge=1, le=1024)
     params: dict[str, Any] = Field(default_factory=dict)
+    # A hung handler call becomes the error TIMEOUT after this long (per work item / per batch).
+    item_timeout_s: float | None = Field(default=None, gt=0, le=86_400)
+    batch_timeout_s: float | None = Field(default=None, gt=0, le=86_400)
+    # Accepted errors: a job that ends within them is COMPLETED with errors and the schedule goes on.
+    max_errors: int | None = Field(default=None, ge=0)
+    max_error_rate: float | None = Field(default=None, ge=0, le=1)
+
+    @field_validator("max_error_rate", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> Any:
+        """A fraction (0.005) or a percentage ("0.5%")."""
+        if isinstance(value, str) and value.strip().endswith("%"):
+            try:
+                return float(value.strip()[:-1]) / 100
+            except ValueError:
+                raise ValueError(f"{value!r} is not a percentage (write e.g. 0.5%)") from None
+        if isinstance(value, bool):
+            raise ValueError("expected a fraction (0.005) or a percentage (0.5%)")
+        return value
 
     @field_validator("params")
     @classmethod
@@ -124,6 +143,9 @@ class _Schedule(BaseModel):
     mode: Literal["automatic", "manual"]
     calendar: _Calendar
     jobs: list[_Job] = Field(min_length=1, max_length=200)
+    # By when (in the calendar's timezone) an execution must be COMPLETED: "06:00" on the run
+    # date, "+1 06:00" on the day after. Past it, the execution is LATE.
+    deadline: str | None = Field(default=None, pattern=r"^(\+\d{1,2} )?([01]\d|2[0-3]):[0-5]\d$")
 
     @model_validator(mode="after")
     def _unique_job_names(self) -> "_Schedule":
@@ -160,8 +182,10 @@ def parse_document(data: Any, source: str) -> ScheduleConfig:
             tuple(model.calendar.weekend),
         ),
         jobs=tuple(
-            JobConfig(j.name, j.type, j.batch_size, j.concurrency, dict(j.params)) for j in model.jobs
+            JobConfig(j.name, j.type, j.batch_size, j.concurrency, dict(j.params), j.item_timeout_s,
+                      j.batch_timeout_s, j.max_errors, j.max_error_rate) for j in model.jobs
         ),
+        deadline=model.deadline,
     )
 
 
@@ -230,6 +254,7 @@ def from_snapshot(text: str, version: int) -> ScheduleConfig:
         calendar=Calendar.from_dict(d["calendar"]),
         jobs=tuple(JobConfig(**j) for j in d["jobs"]),
         version=version,
+        deadline=d.get("deadline"),
     )
 
 

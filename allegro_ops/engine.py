@@ -21,9 +21,10 @@ import pandas as pd
 import pyarrow as pa
 
 from . import faults, lease
-from .errors import AllegroOpsError, BadInput, WorkItemError
+from .batches import Limits, lost_batch, outcome_of, process_batch
+from .errors import AllegroOpsError, BadInput
 from .executors import LocalExecutor, make_executor
-from .jobs import ItemInput, JobContext, JobType, registry
+from .jobs import JobContext, registry
 from .models import JobConfig
 from .states import JobStatus, WorkItemStatus, derive_execution_status
 from .store import Store
@@ -48,47 +49,6 @@ class RunMode(str, Enum):
 
 class LeaseLost(AllegroOpsError):
     """Another process took this run over; this one stops writing."""
-
-
-def outcome_of(exc: BaseException | None) -> tuple[str, str | None, str | None]:
-    """The one mapping from what a handler did to a work item outcome: (status, code, reason)."""
-    if exc is None:
-        return WorkItemStatus.PROCESSED.value, None, None
-    if isinstance(exc, WorkItemError):
-        return WorkItemStatus.ERROR.value, str(exc.error_code), str(exc.reason)
-    text = str(exc) or type(exc).__name__
-    return WorkItemStatus.ERROR.value, "UNHANDLED", f"{type(exc).__name__}: {text}"[:4000]
-
-
-def process_batch(
-    job_type: JobType, rows: list[tuple[int, int, str, str]], state: Any, ctx: JobContext, clock: Clock
-) -> pa.Table:
-    """Run one batch (item_no, batch_id, account_id, payload JSON) in a worker; never raises
-    for an item's failure."""
-    process, loads = job_type.process_item, json.loads
-    status, codes, reasons, started, finished = [], [], [], [], []
-    processed = WorkItemStatus.PROCESSED.value
-    for item_no, batch_id, account_id, payload in rows:
-        started.append(clock())
-        try:
-            process(ItemInput(item_no, account_id, batch_id, loads(payload)), state, ctx)
-            status.append(processed)
-            codes.append(None)
-            reasons.append(None)
-        except Exception as exc:  # noqa: BLE001 - every failure of an item is an outcome
-            outcome, code, reason = outcome_of(exc)
-            status.append(outcome)
-            codes.append(code)
-            reasons.append(reason)
-        finished.append(clock())
-    faults.point("item-done")
-    ts = wi_sql.RESULT_SCHEMA.field("started_at").type
-    return pa.Table.from_arrays(
-        [pa.array([r[0] for r in rows], pa.int32()), pa.array([r[1] for r in rows], pa.int32()),
-         pa.array(status, pa.string()), pa.array(codes, pa.string()), pa.array(reasons, pa.string()),
-         pa.array(started, ts), pa.array(finished, ts)],
-        schema=wi_sql.RESULT_SCHEMA,
-    )
 
 
 @dataclass(frozen=True)
@@ -206,26 +166,28 @@ class Engine:
             ctx = replace(ctx, store=None)  # remote workers get no handle on the workspace's file
         workers = max(1, config.concurrency)
         piece = max(-(-config.batch_size // workers), min(config.batch_size, _MIN_PIECE))
-        groups: deque[list[Future]] = deque()  # the pieces of each submitted, unwritten batch
+        groups: deque[list[_Piece]] = deque()  # the pieces of each submitted, unwritten batch
+        limits = Limits(config.item_timeout_s, config.batch_timeout_s)
         fresh = statuses == (WorkItemStatus.PENDING.value,)  # no earlier outcome to take off the counters
         slots = threading.Semaphore(2 * workers)  # pieces submitted and not yet finished
         last_write = 0.0
 
-        def submit(rows: list[tuple], siblings: list[Future]) -> Future:
+        def submit(rows: list[tuple], siblings: list[_Piece]) -> _Piece:
             nonlocal last_write
             while not slots.acquire(blocking=False):
                 _wait_for_one(groups, siblings)
                 if time.monotonic() - last_write >= _WRITE_EVERY_S:  # fewer, larger transactions
                     self._write_done(run, job.job_id, groups, block=False, fresh=fresh)
                     last_write = time.monotonic()
-            future = executor.submit(process_batch, job_type, rows, state, ctx, self.clock)
+            args = (job_type, rows, state, ctx, self.clock) + ((limits,) if limits.any else ())
+            future = executor.submit(process_batch, *args)
             future.add_done_callback(lambda _: slots.release())
-            return future
+            return _Piece(future, rows)
 
         ok = False
         try:
             for batch in self._batches(job.job_id, statuses, config):
-                pieces: list[Future] = []
+                pieces: list[_Piece] = []
                 for i in range(0, len(batch), piece):
                     pieces.append(submit(batch[i : i + piece], pieces))
                 groups.append(pieces)
@@ -248,16 +210,16 @@ class Engine:
             for i in range(0, len(rows), config.batch_size):
                 yield rows[i : i + config.batch_size]
 
-    def _write_done(self, run: _Run, job_id: int, groups: deque[list[Future]], block: bool, fresh: bool) -> None:
+    def _write_done(self, run: _Run, job_id: int, groups: deque[list[_Piece]], block: bool, fresh: bool) -> None:
         """Write every batch whose pieces are all done in one transaction (waiting first for a piece if asked)."""
         if block:
             _wait_for_one(groups)
-        done = [g for g in groups if all(f.done() for f in g)]
+        done = [g for g in groups if all(p.future.done() for p in g)]
         if not done:
             return
         for g in done:
             groups.remove(g)
-        results = pa.concat_tables([f.result() for g in done for f in g])
+        results = pa.concat_tables([p.outcomes(self.clock) for g in done for p in g])
         now = self.clock()
 
         def write(con):
@@ -307,9 +269,23 @@ class Engine:
             )
 
 
-def _wait_for_one(groups: deque[list[Future]], also: list[Future] = ()) -> None:
+@dataclass(frozen=True)
+class _Piece:
+    """A part of a batch on the executor, and its rows (for when its worker never answers)."""
+
+    future: Future
+    rows: list[tuple]
+
+    def outcomes(self, clock: Clock) -> pa.Table:
+        try:
+            return self.future.result()
+        except Exception as exc:  # noqa: BLE001 - a lost worker is an outcome of its work items
+            return lost_batch(self.rows, exc, clock())
+
+
+def _wait_for_one(groups: deque[list[_Piece]], also: list[_Piece] = ()) -> None:
     """Wait until one running piece of these batches (or of ``also``, a batch being submitted) is done."""
-    running = [f for g in (*groups, also) for f in g if not f.done()]
+    running = [p.future for g in (*groups, also) for p in g if not p.future.done()]
     if running:
         wait(running, return_when=FIRST_COMPLETED)
 

@@ -29,15 +29,34 @@ class JobConfig:
     batch_size: int = 100
     concurrency: int = 4
     params: dict[str, Any] = field(default_factory=dict)
+    item_timeout_s: float | None = None  # a hung work item becomes the error TIMEOUT
+    batch_timeout_s: float | None = None  # a batch's unfinished work items become TIMEOUT
+    max_errors: int | None = None  # accepted errors: within them the job is COMPLETED with errors
+    max_error_rate: float | None = None  # accepted errors as a fraction of the job's work items
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The fields, each optional one only when set, so that older configs keep their hash."""
+        d: dict[str, Any] = {
             "name": self.name,
             "type": self.type,
             "batch_size": self.batch_size,
             "concurrency": self.concurrency,
             "params": dict(self.params),
         }
+        for key in ("item_timeout_s", "batch_timeout_s", "max_errors", "max_error_rate"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        return d
+
+    def accepts(self, errors: int, total: int) -> bool:
+        """Whether this many errored work items are within the job's accepted errors."""
+        if errors == 0:
+            return True
+        if self.max_errors is None and self.max_error_rate is None:
+            return False
+        within_count = self.max_errors is None or errors <= self.max_errors
+        within_rate = self.max_error_rate is None or (total > 0 and errors / total <= self.max_error_rate)
+        return within_count and within_rate
 
 
 @dataclass(frozen=True)
@@ -89,9 +108,10 @@ class ScheduleConfig:
     calendar: Calendar
     jobs: tuple[JobConfig, ...]
     version: int = 0
+    deadline: str | None = None  # "HH:MM" on the run date or "+N HH:MM", in the calendar's timezone
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "client": self.client,
             "name": self.name,
             "description": self.description,
@@ -99,6 +119,9 @@ class ScheduleConfig:
             "calendar": self.calendar.to_dict(),
             "jobs": [j.to_dict() for j in self.jobs],
         }
+        if self.deadline:
+            d["deadline"] = self.deadline
+        return d
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,201 @@
+"""One batch in a worker: call the job type's handler for each work item and turn whatever it did
+into an outcome (status, error code, reason). Nothing a handler does stops the run:
+
+- raises WorkItemError(code, reason): ERROR with that code (a code that is not a short word
+  becomes BAD_ERROR_CODE, keeping what was given in the reason);
+- raises anything else (SystemExit included): ERROR ``UNHANDLED`` with the exception's text;
+- returns something other than None/True: ERROR ``BAD_RESULT`` (handlers fail an item by raising);
+- does not return within the job's ``item_timeout_s``, or the batch's ``batch_timeout_s`` runs
+  out: ERROR ``TIMEOUT``; the hung call is abandoned on a daemon thread and the batch goes on.
+
+The engine maps a batch that never came back (its worker died) to ``WORKER_LOST`` (lost_batch).
+Reasons are plain text of at most 4,000 characters, made encodable (lone surrogates escaped).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from . import faults
+from .errors import WorkItemError
+from .jobs import ItemInput, JobContext, JobType
+from .states import WorkItemStatus
+from .store import work_items as wi_sql
+
+__all__ = ["Limits", "outcome_of", "process_batch", "lost_batch", "TIMEOUT", "WORKER_LOST", "BAD_RESULT",
+           "BAD_ERROR_CODE", "UNHANDLED"]
+
+Clock = Callable[[], dt.datetime]
+TIMEOUT, WORKER_LOST, BAD_RESULT, BAD_ERROR_CODE, UNHANDLED = (
+    "TIMEOUT", "WORKER_LOST", "BAD_RESULT", "BAD_ERROR_CODE", "UNHANDLED")
+MAX_REASON = 4000
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+_ERROR, _PROCESSED = WorkItemStatus.ERROR.value, WorkItemStatus.PROCESSED.value
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long a work item's call and a whole batch may take (None: no limit)."""
+
+    item_timeout_s: float | None = None
+    batch_timeout_s: float | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.item_timeout_s is not None or self.batch_timeout_s is not None
+
+
+def _text(value: Any) -> str:
+    """Plain, encodable text of at most MAX_REASON characters, whatever a handler handed over."""
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception:  # noqa: BLE001 - a __str__ that fails is still an outcome
+        text = f"<unprintable {type(value).__name__}>"
+    text = text[: 2 * MAX_REASON]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text[:MAX_REASON]
+
+
+def outcome_of(exc: BaseException | None) -> tuple[str, str | None, str | None]:
+    """The one mapping from what a handler raised to a work item outcome: (status, code, reason)."""
+    if exc is None:
+        return _PROCESSED, None, None
+    if isinstance(exc, WorkItemError):
+        code = exc.error_code
+        if isinstance(code, str) and _CODE.match(code):
+            return _ERROR, code, _text(exc.reason)
+        return _ERROR, BAD_ERROR_CODE, _text(f"handler raised WorkItemError with error code {_text(repr(code))[:200]}"
+                                             f": {_text(exc.reason)}")
+    text = _text(exc) or type(exc).__name__
+    return _ERROR, UNHANDLED, _text(f"{type(exc).__name__}: {text}")
+
+
+def _result_outcome(result: Any) -> tuple[str, str | None, str | None]:
+    if result is None or result is True:
+        return _PROCESSED, None, None
+    return _ERROR, BAD_RESULT, _text(f"handler returned {type(result).__name__} {_text(repr(result))[:200]}; "
+                                     "a handler returns None and fails a work item by raising WorkItemError")
+
+
+def _call(process: Callable[..., Any], args: tuple) -> tuple[str, str | None, str | None]:
+    try:
+        return _result_outcome(process(*args))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure of an item is an outcome
+        return outcome_of(exc)
+
+
+class _Caller:
+    """Runs handler calls on a daemon thread so that the worker can give up on a hung one. After a
+    timeout the caller is discarded (its thread may never come back) and a new one takes over."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._results: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="allegro-item", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            call = self._calls.get()
+            if call is None:
+                return
+            self._results.put(_call(*call))
+
+    def call(self, process: Callable[..., Any], args: tuple, timeout: float) -> tuple | None:
+        """The outcome, or None when the call did not return within ``timeout`` seconds."""
+        self._calls.put((process, args))
+        try:
+            return self._results.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self._calls.put(None)
+
+
+def process_batch(job_type: JobType, rows: list[tuple[int, int, str, str]], state: Any, ctx: JobContext,
+                  clock: Clock, limits: Limits | None = None) -> pa.Table:
+    """Run one batch (item_no, batch_id, account_id, payload JSON) in a worker; never raises for
+    an item's failure."""
+    process, loads = job_type.process_item, json.loads
+    status, codes, reasons, started, finished = [], [], [], [], []
+    if limits is None or not limits.any:
+        ok = (_PROCESSED, None, None)
+        for item_no, batch_id, account_id, payload in rows:
+            started.append(clock())
+            try:
+                result = process(ItemInput(item_no, account_id, batch_id, loads(payload)), state, ctx)
+                outcome = ok if result is None else _result_outcome(result)
+            except Exception as exc:  # noqa: BLE001 - every failure of an item is an outcome
+                outcome = outcome_of(exc)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - SystemExit and the like
+                outcome = outcome_of(exc)
+            status.append(outcome[0])
+            codes.append(outcome[1])
+            reasons.append(outcome[2])
+            finished.append(clock())
+    else:
+        _timed(process, loads, rows, state, ctx, clock, limits, (status, codes, reasons, started, finished))
+    faults.point("item-done")
+    return _table([r[0] for r in rows], [r[1] for r in rows], status, codes, reasons, started, finished)
+
+
+def _timed(process, loads, rows, state, ctx, clock, limits: Limits, out) -> None:
+    status, codes, reasons, started, finished = out
+    caller = _Caller()
+    deadline = time.monotonic() + limits.batch_timeout_s if limits.batch_timeout_s else None
+    try:
+        for item_no, batch_id, account_id, payload in rows:
+            started.append(clock())
+            left = None if deadline is None else deadline - time.monotonic()
+            wait = min(x for x in (limits.item_timeout_s, left) if x is not None)
+            if left is not None and left <= 0:
+                outcome = (_ERROR, TIMEOUT, f"not started: the batch's {limits.batch_timeout_s:g}s timeout ran out")
+            else:
+                args = (ItemInput(item_no, account_id, batch_id, loads(payload)), state, ctx)
+                outcome = caller.call(process, args, wait)
+                if outcome is None:
+                    caller = _Caller()  # the old one is stuck in the hung call; it stays behind
+                    which = ("work item" if limits.item_timeout_s is not None and
+                             (left is None or limits.item_timeout_s <= left) else "batch")
+                    outcome = (_ERROR, TIMEOUT, f"no answer within {wait:.3g}s (the {which} timeout); the call "
+                               "was abandoned and may still complete, so handlers should be idempotent")
+            status.append(outcome[0])
+            codes.append(outcome[1])
+            reasons.append(outcome[2])
+            finished.append(clock())
+    finally:
+        caller.close()
+
+
+def lost_batch(rows: list[tuple], exc: BaseException, now: dt.datetime) -> pa.Table:
+    """The outcomes of a batch whose worker never answered (it died, or the batch could not be sent)."""
+    reason = _text(f"the worker running this batch was lost: {type(exc).__name__}: {_text(exc)}")
+    n = len(rows)
+    return _table([r[0] for r in rows], [r[1] for r in rows], [_ERROR] * n, [WORKER_LOST] * n, [reason] * n,
+                  [now] * n, [now] * n)
+
+
+def _table(item_nos, batch_ids, status, codes, reasons, started, finished) -> pa.Table:
+    ts = wi_sql.RESULT_SCHEMA.field("started_at").type
+    return pa.Table.from_arrays(
+        [pa.array(item_nos, pa.int32()), pa.array(batch_ids, pa.int32()), pa.array(status, pa.string()),
+         pa.array(codes, pa.string()), pa.array(reasons, pa.string()), pa.array(started, ts),
+         pa.array(finished, ts)],
+        schema=wi_sql.RESULT_SCHEMA,
+    )
