@@ -1,8 +1,8 @@
 """One batch in a worker: call the job type's handler for each work item and turn whatever it did
 into an outcome (status, error code, reason). Nothing a handler does stops the run:
 
-- raises WorkItemError(code, reason): ERROR with that code (a code that is not a short word
-  becomes BAD_ERROR_CODE, keeping what was given in the reason);
+- raises WorkItemError(code, reason): ERROR with that code (a code that is not one line of text
+  of 1 to 100 characters becomes BAD_ERROR_CODE, keeping what was given in the reason);
 - raises anything else (SystemExit included): ERROR ``UNHANDLED`` with the exception's text;
 - returns something other than None/True: ERROR ``BAD_RESULT`` (handlers fail an item by raising);
 - does not return within the job's ``item_timeout_s``, or the batch's ``batch_timeout_s`` runs
@@ -38,7 +38,7 @@ Clock = Callable[[], dt.datetime]
 TIMEOUT, WORKER_LOST, BAD_RESULT, BAD_ERROR_CODE, UNHANDLED = (
     "TIMEOUT", "WORKER_LOST", "BAD_RESULT", "BAD_ERROR_CODE", "UNHANDLED")
 MAX_REASON = 4000
-_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+_CODE = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")  # one line of text, at most 100 characters
 _ERROR, _PROCESSED = WorkItemStatus.ERROR.value, WorkItemStatus.PROCESSED.value
 
 
@@ -74,7 +74,7 @@ def outcome_of(exc: BaseException | None) -> tuple[str, str | None, str | None]:
         return _PROCESSED, None, None
     if isinstance(exc, WorkItemError):
         code = exc.error_code
-        if isinstance(code, str) and _CODE.match(code):
+        if isinstance(code, str) and code.strip() and _CODE.match(code) and code == _text(code):
             return _ERROR, code, _text(exc.reason)
         return _ERROR, BAD_ERROR_CODE, _text(f"handler raised WorkItemError with error code {_text(repr(code))[:200]}"
                                              f": {_text(exc.reason)}")

@@ -37,12 +37,14 @@ def _execution_text(e: Execution) -> str:
         f"{e.client}/{e.schedule} {e.run_date}  "
         + click.style(e.status.value, fg=_COLORS.get(e.status.value))
         + (" (owner lost: Process resumes it)" if e.phase.value == "STALLED" else "")
+        + (click.style(f"  LATE (deadline {e.deadline:%Y-%m-%d %H:%M %Z})", fg="red") if e.late else "")
         + (f"  config v{e.config_version}" if e.config_version else "")
     ]
     for j in e.jobs:
+        accepted = " (with errors)" if j.status.value == "COMPLETED" and j.error else ""
         lines.append(
             f"  {j.sequence}. {j.name:<24} {click.style(f'{j.status.value:<11}', fg=_COLORS.get(j.status.value))}"
-            f" total {j.total:>7}  pending {j.pending:>7}  processed {j.processed:>7}  error {j.error:>6}"
+            f" total {j.total:>7}  pending {j.pending:>7}  processed {j.processed:>7}  error {j.error:>6}{accepted}"
         )
     enabled = [a.value for a, on in e.actions.items() if on]
     lines.append(f"  actions: {', '.join(enabled) or 'none'}"
@@ -166,7 +168,26 @@ def _schedule_action(name: str, method: str, doc: str) -> None:
 
 
 _schedule_action("create", "create", "Create the execution for DATE (all jobs PENDING).")
-_schedule_action("recreate", "recreate", "Rebuild a PENDING execution's jobs from the current config.")
+
+
+@cli.command("recreate")
+@click.argument("client")
+@click.argument("schedule")
+@click.argument("date")
+@click.option("--dry-run", is_flag=True, help="Show what would change against the execution's snapshot; change nothing.")
+@json_option
+@click.pass_context
+def recreate(ctx, client, schedule, date, dry_run, as_json) -> None:
+    """Rebuild a PENDING execution's jobs from the current config (--dry-run: show the changes)."""
+    ws = _ws(ctx)
+    if dry_run:
+        diff = ws.recreate_preview(client, schedule, date)
+        _emit(diff.to_dict(), as_json, "\n".join(diff.lines()))
+        return
+    e = ws.recreate(client, schedule, date)
+    _emit(e.to_dict(), as_json, _execution_text(e))
+
+
 _schedule_action("process", "process", "Run the execution's jobs in sequence; pause at an errored job.")
 _schedule_action("reprocess", "reprocess", "Re-run the first errored job's errored items, then the rest.")
 _schedule_action("reset", "reset", "Back to PENDING with fresh jobs; earlier work items are archived.")
@@ -193,7 +214,42 @@ def _job_action(name: str, method: str, doc: str) -> None:
 
 
 _job_action("process", "process_job", "Run one PENDING job now.")
-_job_action("retry", "retry_job", "Re-run a job's errored work items; paused jobs after it then run.")
+
+
+@job.command("retry")
+@click.argument("client")
+@click.argument("schedule")
+@click.argument("date")
+@click.argument("job_name", metavar="JOB")
+@click.option("--code", default=None, help="Only the errored work items of this error code.")
+@json_option
+@click.pass_context
+def job_retry(ctx, client, schedule, date, job_name, code, as_json) -> None:
+    """Re-run a job's errored work items (of one error code with --code); paused jobs after it then run."""
+    e = _ws(ctx).retry_job(client, schedule, date, job_name, code=code)
+    _emit(e.to_dict(), as_json, _execution_text(e))
+
+
+@cli.group()
+def item() -> None:
+    """One work item of a job: fix its payload and retry it."""
+
+
+@item.command("retry")
+@click.argument("client")
+@click.argument("schedule")
+@click.argument("date")
+@click.argument("job_name", metavar="JOB")
+@click.argument("account_id")
+@click.option("--payload-file", type=click.File("r", encoding="utf-8"), default=None,
+              help="A corrected payload (JSON; - reads stdin). The earlier payload stays in the history.")
+@json_option
+@click.pass_context
+def item_retry(ctx, client, schedule, date, job_name, account_id, payload_file, as_json) -> None:
+    """Re-run one errored work item alone, with a corrected payload when given."""
+    payload = payload_file.read() if payload_file is not None else None
+    e = _ws(ctx).retry_item(client, schedule, date, job_name, account_id, payload=payload)
+    _emit(e.to_dict(), as_json, _execution_text(e))
 
 
 @job.command("stats")

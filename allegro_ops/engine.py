@@ -31,7 +31,7 @@ from .store import Store
 from .store import executions as ex_sql
 from .store import work_items as wi_sql
 
-__all__ = ["Engine", "RunMode", "LeaseLost", "outcome_of", "process_batch"]
+__all__ = ["Engine", "RunMode", "Selection", "LeaseLost", "outcome_of", "process_batch"]
 
 Clock = Callable[[], dt.datetime]
 
@@ -45,6 +45,14 @@ class RunMode(str, Enum):
     REPROCESS = "reprocess"
     JOB_PROCESS = "job process"
     JOB_RETRY = "job retry"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which errored work items a Retry re-runs: those of one error code, or one item (None: all)."""
+
+    error_code: str | None = None
+    item_no: int | None = None
 
 
 class LeaseLost(AllegroOpsError):
@@ -67,7 +75,8 @@ class Engine:
         self.clock = clock
         self.executor = executor
 
-    def run(self, row: ex_sql.ExecutionRow, token: str, mode: RunMode, job_name: str | None = None) -> None:
+    def run(self, row: ex_sql.ExecutionRow, token: str, mode: RunMode, job_name: str | None = None,
+            selection: Selection = Selection()) -> None:
         """Run the leased execution; always settles its status and releases the lease."""
         run = _Run(row.execution_id, row.generation, row.client, row.schedule, row.run_date, token)
         lease.register(token)
@@ -77,7 +86,7 @@ class Engine:
         try:
             with self.store.held():  # one connection across the run's many writes, given up when asked
                 try:
-                    self._run_plan(run, mode, job_name)
+                    self._run_plan(run, mode, job_name, selection)
                 finally:
                     beat.stop()
                     self._settle(run)
@@ -85,7 +94,7 @@ class Engine:
             # Only now: until the lease is released, readers in this process must see a live run.
             lease.unregister(token)
 
-    def _run_plan(self, run: _Run, mode: RunMode, job_name: str | None) -> None:
+    def _run_plan(self, run: _Run, mode: RunMode, job_name: str | None, selection: Selection) -> None:
         jobs = self.store.read(lambda con: ex_sql.jobs_of(con, run.execution_id, run.generation))
         rerun = (WorkItemStatus.ERROR.value, WorkItemStatus.PENDING.value)
         fresh = (WorkItemStatus.PENDING.value,)
@@ -101,7 +110,8 @@ class Engine:
         if mode is RunMode.JOB_PROCESS:
             self._run_job(run, jobs[index], fresh)
             return
-        if self._run_job(run, jobs[index], rerun):
+        chosen = selection != Selection()
+        if self._run_job(run, jobs[index], (WorkItemStatus.ERROR.value,) if chosen else rerun, selection):
             if all(j.status == JobStatus.COMPLETED.value for j in jobs[:index]):
                 self._run_in_sequence(run, jobs, index + 1, reprocess=True)
 
@@ -121,8 +131,9 @@ class Engine:
             if not self._run_job(run, job, statuses):
                 return
 
-    def _run_job(self, run: _Run, job: ex_sql.JobRow, statuses: tuple[str, ...]) -> bool:
-        """Run one job's items of the given statuses; True when the job ends COMPLETED."""
+    def _run_job(self, run: _Run, job: ex_sql.JobRow, statuses: tuple[str, ...],
+                 selection: Selection = Selection()) -> bool:
+        """Run one job's items of the given statuses (and selection); True when the job ends COMPLETED."""
         config = JobConfig(**json.loads(job.config_json))
         job_type = registry.get(job.type)
         ctx = JobContext(run.client, run.schedule, run.run_date, job.name, dict(config.params), self.store)
@@ -152,12 +163,12 @@ class Engine:
             # Listing or preparing failed: nothing of this job ran. Put it back as it was.
             self.store.write(lambda con: ex_sql.set_job(con, job.job_id, status=job.status))
             raise
-        self._run_batches(run, job, config, job_type, state, ctx, statuses)
-        completed = self.store.write(lambda con: self._finish_job(con, run, job.job_id))
+        self._run_batches(run, job, config, job_type, state, ctx, statuses, selection)
+        completed = self.store.write(lambda con: self._finish_job(con, run, job.job_id, config))
         faults.point("job-finished")
         return completed
 
-    def _run_batches(self, run, job, config: JobConfig, job_type, state, ctx, statuses) -> None:
+    def _run_batches(self, run, job, config: JobConfig, job_type, state, ctx, statuses, selection) -> None:
         """Run the items in pieces of about batch_size / concurrency, so that every worker is busy
         even when there are fewer batches than workers; a batch is written once all its pieces are
         done, with every other finished batch, in one transaction."""
@@ -186,7 +197,7 @@ class Engine:
 
         ok = False
         try:
-            for batch in self._batches(job.job_id, statuses, config):
+            for batch in self._batches(job.job_id, statuses, config, selection):
                 pieces: list[_Piece] = []
                 for i in range(0, len(batch), piece):
                     pieces.append(submit(batch[i : i + piece], pieces))
@@ -198,11 +209,13 @@ class Engine:
         finally:
             executor.close(cancel=not ok)
 
-    def _batches(self, job_id: int, statuses: tuple[str, ...], config: JobConfig) -> Iterator[list[tuple]]:
+    def _batches(self, job_id: int, statuses: tuple[str, ...], config: JobConfig,
+                 selection: Selection) -> Iterator[list[tuple]]:
         after = 0
         chunk = max(config.batch_size * max(1, config.concurrency), 50_000)
         while True:
-            table = self.store.read(lambda con: wi_sql.read_items(con, job_id, statuses, after, chunk))
+            table = self.store.read(lambda con: wi_sql.read_items(con, job_id, statuses, after, chunk,
+                                                                  selection.error_code, selection.item_no))
             if table.num_rows == 0:
                 return
             rows = list(zip(*(table.column(n).to_pylist() for n in ("item_no", "batch_id", "account_id", "payload"))))
@@ -231,13 +244,15 @@ class Engine:
         self.store.write(write)
         faults.point("results-written")
 
-    def _finish_job(self, con, run: _Run, job_id: int) -> bool:
+    def _finish_job(self, con, run: _Run, job_id: int, config: JobConfig) -> bool:
+        """The job's final status: COMPLETED when every item ran and its errors (if any) are within
+        the accepted ones ("COMPLETED with errors"), ERRORED when there are more."""
         self._check_lease(con, run)
         counts = wi_sql.count_by_status(con, job_id)
         processed, error = counts.get("PROCESSED", 0), counts.get("ERROR", 0)
         total = sum(counts.values())
         pending = total - processed - error
-        status = JobStatus.ERRORED if error else (JobStatus.COMPLETED if not pending else JobStatus.IN_PROGRESS)
+        status = _final_status(config, total, pending, error)
         ex_sql.set_job(con, job_id, status=status.value, total=total, processed=processed, error=error,
                        finished_at=self.clock())
         faults.point("job-finishing")
@@ -250,7 +265,8 @@ class Engine:
             jobs = ex_sql.jobs_of(con, run.execution_id, run.generation)
             stuck = [j for j in jobs if j.status == JobStatus.IN_PROGRESS.value and j.pending == 0 and j.items_listed]
             for j in stuck:  # fully written but not finished (e.g. interrupted between the two writes)
-                ex_sql.set_job(con, j.job_id, status="ERRORED" if j.error else "COMPLETED", finished_at=self.clock())
+                status = _final_status(JobConfig(**json.loads(j.config_json)), j.total, 0, j.error)
+                ex_sql.set_job(con, j.job_id, status=status.value, finished_at=self.clock())
             jobs = ex_sql.jobs_of(con, run.execution_id, run.generation)
             status = derive_execution_status([JobStatus(j.status) for j in jobs])
             finished = self.clock() if status.value in ("COMPLETED", "ERRORED") else None
@@ -267,6 +283,12 @@ class Engine:
             raise LeaseLost(
                 f"run of {run.client}/{run.schedule} {run.run_date} was taken over by another process"
             )
+
+
+def _final_status(config: JobConfig, total: int, pending: int, error: int) -> JobStatus:
+    if pending:
+        return JobStatus.ERRORED if error and not config.accepts(error, total) else JobStatus.IN_PROGRESS
+    return JobStatus.COMPLETED if config.accepts(error, total) else JobStatus.ERRORED
 
 
 @dataclass(frozen=True)

@@ -199,6 +199,8 @@ class Execution:
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     role: Role = Role.OPERATOR  # the reader's role, for which ``actions`` were computed
+    deadline: dt.datetime | None = None  # when the schedule's config sets one (allegro_ops/deadlines.py)
+    late: bool = False  # created, not COMPLETED, and past its deadline
 
     def job(self, name: str) -> JobRun:
         for j in self.jobs:
@@ -217,6 +219,8 @@ class Execution:
             "actions": {a.value: bool(v) for a, v in self.actions.items()},
             "owner_lost": self.phase is Phase.STALLED,
             "role": self.role.value,
+            "deadline": self.deadline.isoformat() if self.deadline else None,
+            "late": self.late,
         }
 
 

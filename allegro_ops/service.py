@@ -13,7 +13,9 @@ from typing import Any
 from . import config as config_mod
 from . import lease
 from .access import Access, resolve_access
-from .engine import Engine, RunMode
+from .deadlines import deadline_at, is_late
+from .engine import Engine, RunMode, Selection
+from .preview import ConfigDiff, config_diff
 from .errors import ActionRefused, AllegroOpsError, BadInput, NotFound
 from .models import (
     AuditEntry, ErrorCount, Execution, JobRun, JobStats, Lease, ScheduleConfig, ScheduleSummary, WorkItem,
@@ -156,16 +158,18 @@ class Workspace:
         has_errored = any(j.status == JobStatus.ERRORED.value for j in jobs)
         runs = tuple(
             JobRun(j.name, j.sequence, j.type, JobStatus(j.status), j.total, j.pending, j.processed, j.error,
-                   j.started_at, j.finished_at, job_actions(JobStatus(j.status), phase, self.role))
+                   j.started_at, j.finished_at, job_actions(JobStatus(j.status), phase, self.role, j.error))
             for j in jobs
         )
         owner = None
         if row.lease_token:
             owner = Lease(row.lease_host or "", row.lease_pid or 0, row.lease_heartbeat, alive)
-        return Execution(row.client, row.schedule, row.run_date, status, phase, row.config_version,
-                         config_mod.from_snapshot(row.snapshot_json, row.config_version), runs,
+        snapshot = config_mod.from_snapshot(row.snapshot_json, row.config_version)
+        return Execution(row.client, row.schedule, row.run_date, status, phase, row.config_version, snapshot, runs,
                          schedule_actions(phase, has_errored, self.role), row.generation, owner,
-                         row.created_at, row.started_at, row.finished_at, role=self.role)
+                         row.created_at, row.started_at, row.finished_at, role=self.role,
+                         deadline=deadline_at(snapshot, row.run_date),
+                         late=is_late(snapshot, row.run_date, status.value, now))
 
     # ----------------------------------------------------------------- schedule actions
     def create(self, client: str, schedule: str, run_date: str | dt.date) -> Execution:
@@ -194,6 +198,22 @@ class Workspace:
     def recreate(self, client: str, schedule: str, run_date: str | dt.date) -> Execution:
         """Rebuild a PENDING execution's jobs from the current config version (the old ones are archived)."""
         return self._new_generation(ScheduleAction.RECREATE, client, schedule, run_date)
+
+    def recreate_preview(self, client: str, schedule: str, run_date: str | dt.date) -> ConfigDiff:
+        """What Recreate would change: the execution's snapshot against the current config version.
+        Reading only; a date that Recreate refuses gets the refusal here too."""
+        day = parse_date(run_date)
+
+        def read(con):
+            current = self._config(con, client, schedule)
+            row = ex_sql.find_execution(con, client, schedule, day)
+            if row is None:
+                reason = refusal(ScheduleAction.RECREATE, Phase.NOT_CREATED, False, _name(client, schedule, day))
+                raise self._refused(ScheduleAction.RECREATE, reason, client, schedule, day,
+                                    status=ExecutionStatus.NOT_CREATED.value)
+            return config_diff(config_mod.from_snapshot(row.snapshot_json, row.config_version), current)
+
+        return self.store.read(read)
 
     def reset(self, client: str, schedule: str, run_date: str | dt.date) -> Execution:
         """Back to PENDING with fresh jobs from the execution's own snapshot; work items are archived."""
@@ -230,17 +250,66 @@ class Workspace:
         """Run one PENDING job now."""
         return self._run(JobAction.PROCESS, RunMode.JOB_PROCESS, client, schedule, run_date, job)
 
-    def retry_job(self, client: str, schedule: str, run_date: str | dt.date, job: str) -> Execution:
-        """Re-run a job's errored work items; if it completes, the paused jobs after it run."""
-        return self._run(JobAction.RETRY, RunMode.JOB_RETRY, client, schedule, run_date, job)
+    def retry_job(self, client: str, schedule: str, run_date: str | dt.date, job: str, *,
+                  code: str | None = None) -> Execution:
+        """Re-run a job's errored work items (only those of one error code when given); if the job
+        then has no errors left, the paused jobs after it run."""
+        if code is not None and not str(code).strip():
+            raise BadInput("bad error code: empty")
 
-    def _run(self, action, mode: RunMode, client, schedule, run_date, job: str | None = None) -> Execution:
+        def select(con, jobs) -> Selection:
+            if code is None:
+                return Selection()
+            job_id = next(j.job_id for j in jobs if j.name == job)
+            if code not in {c for c, _ in wi_sql.errors_by_code(con, job_id)}:
+                raise NotFound("error code", code, f"job {job} has no errored work item with it")
+            return Selection(error_code=code)
+
+        target = f" code {code}" if code is not None else ""
+        return self._run(JobAction.RETRY, RunMode.JOB_RETRY, client, schedule, run_date, job, select, target)
+
+    def retry_item(self, client: str, schedule: str, run_date: str | dt.date, job: str, account_id: str, *,
+                   payload: str | None = None) -> Execution:
+        """Re-run one errored work item alone, first giving it a corrected payload (JSON text) when
+        one is given; the earlier payload stays in its history. If the job then has no errors left,
+        the paused jobs after it run."""
+        text = None if payload is None else _payload_text(payload)
+        edits: list[tuple[int, str]] = []
+
+        def select(con, jobs) -> Selection:
+            edits.clear()  # the write path may run this again after a conflict
+            job_id = next(j.job_id for j in jobs if j.name == job)
+            found = wi_sql.find_item(con, job_id, account_id)
+            if found is None:
+                raise NotFound("work item", account_id, f"job {job} has no work item of this account")
+            item_no, status, _code, old = found
+            if status != "ERROR":
+                raise self._refused(JobAction.ITEM_RETRY, f"work item {account_id} of job {job} is {status}; "
+                                    "item retry needs an errored work item", client, schedule, parse_date(run_date),
+                                    job)
+            if text is not None and text != old:
+                edits.append((wi_sql.edit_payload(con, job_id, item_no, text, self.clock(), self.actor), old))
+            return Selection(item_no=item_no)
+
+        try:
+            return self._run(JobAction.ITEM_RETRY, RunMode.JOB_RETRY, client, schedule, run_date, job, select,
+                             f" account {account_id}")
+        finally:
+            for edit_no, old in edits:
+                self.record("item payload edit", client, f"{client}/{schedule} {parse_date(run_date)} job {job} "
+                            f"account {account_id}", f"edit {edit_no}", f"was {old[:500]}; now {text[:500]}")
+
+    def _run(self, action, mode: RunMode, client, schedule, run_date, job: str | None = None,
+             select=None, target: str = "") -> Execution:
         day = parse_date(run_date)
         self.config(client, schedule)
         token = lease.new_token()
+        chosen: list[Selection] = []
 
         def begin(con):
-            row, _ = self._check(con, action, client, schedule, day, job)
+            row, jobs = self._check(con, action, client, schedule, day, job)
+            chosen.clear()  # the write path may run this again after a conflict
+            chosen.append(select(con, jobs) if select else Selection())
             now = self.clock()
             ex_sql.take_lease(con, row.execution_id, token, lease.HOST, os.getpid(), now)
             ex_sql.set_execution(con, row.execution_id, status="IN_PROGRESS", started_at=row.started_at or now,
@@ -256,11 +325,27 @@ class Workspace:
             except BaseException:
                 lease.unregister(token)
                 raise
-            self.engine.run(row, token, mode, job)
+            self.engine.run(row, token, mode, job, chosen[-1])
             return self.execution(client, schedule, day).status.value
 
-        self._audited(action.value, client, schedule, day, job, run)
+        try:
+            self._audited(action.value, client, schedule, day, job, run, target)
+        finally:
+            if chosen:  # a run took place (to its end or to a failure): tell whom it concerns
+                self._notify(client, schedule, day)
         return self.execution(client, schedule, day)
+
+    def _notify(self, client: str, schedule: str, day: dt.date) -> None:
+        """Notifications (ERRORED, COMPLETED after errors) once per execution and event; never fails
+        the action (a failed delivery is recorded and audited by allegro_ops.notify)."""
+        try:
+            from .notify import after_run
+        except ImportError:
+            return
+        try:
+            after_run(self, self.execution(client, schedule, day))
+        except Exception as exc:  # noqa: BLE001 - a notice must not undo the operator's action
+            self.record("notify", client, f"{client}/{schedule} {day}", "failed", f"{type(exc).__name__}: {exc}")
 
     def _check(self, con, action, client, schedule, day, job: str | None = None):
         """Load the execution and refuse the action when the state table does not allow it."""
@@ -278,7 +363,7 @@ class Workspace:
             if not match:
                 raise NotFound("job", str(job), f"jobs of {client}/{schedule} {day}: {', '.join(j.name for j in jobs)}")
             reason = job_refusal(action, JobStatus(match[0].status), phase, _name(client, schedule, day),
-                                 f"job {job} of {_name(client, schedule, day)}")
+                                 f"job {job} of {_name(client, schedule, day)}", errors=match[0].error)
         else:
             reason = refusal(action, phase, any(j.status == JobStatus.ERRORED.value for j in jobs),
                              _name(client, schedule, day))
@@ -305,9 +390,9 @@ class Workspace:
         """Append one entry to the audit log under this workspace's actor and clock."""
         self._audit(action, client, target, outcome, reason)
 
-    def _audited(self, action: str, client, schedule, day, job, fn: Callable[[], Any]) -> Any:
+    def _audited(self, action: str, client, schedule, day, job, fn: Callable[[], Any], detail: str = "") -> Any:
         """Run an action and append its outcome (done, refused with reason, or failed) to the audit log."""
-        target = f"{client}/{schedule} {day}" + (f" job {job}" if job else "")
+        target = f"{client}/{schedule} {day}" + (f" job {job}" if job else "") + detail
         try:
             reason = role_refusal(self.role, action)
             if reason is not None:
@@ -413,6 +498,27 @@ def _name(client: str, schedule: str, day: dt.date) -> str:
 
 def _job_rows(cfg: ScheduleConfig) -> list[tuple[str, str, str]]:
     return [(j.name, j.type, json.dumps(j.to_dict(), sort_keys=True)) for j in cfg.jobs]
+
+
+MAX_PAYLOAD_BYTES = 10_000_000
+
+
+def _payload_text(payload: str) -> str:
+    """A corrected payload: JSON text, validated and stored compact."""
+    if not isinstance(payload, str):
+        raise BadInput("bad payload: expected JSON text")
+    if len(payload.encode("utf-8", "surrogatepass")) > MAX_PAYLOAD_BYTES:
+        raise BadInput(f"bad payload: larger than {MAX_PAYLOAD_BYTES} bytes")
+    try:
+        value = json.loads(payload)
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        raise BadInput(f"bad payload: not valid JSON ({' '.join(str(exc).split())})") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: keep them as JSON escapes
+        text = json.dumps(value, ensure_ascii=True, allow_nan=False)
+    return text
 
 
 class _Named:

@@ -74,7 +74,8 @@ class ScheduleAction(str, Enum):
 
 class JobAction(str, Enum):
     PROCESS = "job process"
-    RETRY = "job retry"
+    RETRY = "job retry"  # every errored work item of the job, or those of one error code
+    ITEM_RETRY = "item retry"  # one errored work item, its payload corrected or not
     STATS = "job stats"
 
 
@@ -104,13 +105,16 @@ SCHEDULE_RULES: dict[ScheduleAction, _Rule] = {
     ),
 }
 
-# Job actions: allowed job statuses, and the execution phases in which they may run.
+# Job actions: allowed job statuses, the execution phases in which they may run, what the refusal
+# says they need, and whether a COMPLETED job with errored work items (accepted errors) qualifies.
 _J = JobStatus
 _JOB_PHASES = frozenset({P.PENDING, P.STALLED, P.COMPLETED, P.ERRORED})
-JOB_RULES: dict[JobAction, tuple[frozenset[JobStatus], frozenset[Phase], str]] = {
-    JobAction.PROCESS: (frozenset({_J.PENDING}), _JOB_PHASES, "a PENDING job"),
-    JobAction.RETRY: (frozenset({_J.ERRORED}), _JOB_PHASES, "an ERRORED job"),
-    JobAction.STATS: (frozenset(JobStatus), frozenset(Phase) - {P.NOT_CREATED}, "a created job"),
+_RETRY_NEEDS = "an ERRORED job, or a COMPLETED one with errored work items"
+JOB_RULES: dict[JobAction, tuple[frozenset[JobStatus], frozenset[Phase], str, bool]] = {
+    JobAction.PROCESS: (frozenset({_J.PENDING}), _JOB_PHASES, "a PENDING job", False),
+    JobAction.RETRY: (frozenset({_J.ERRORED}), _JOB_PHASES, _RETRY_NEEDS, True),
+    JobAction.ITEM_RETRY: (frozenset({_J.ERRORED}), _JOB_PHASES, _RETRY_NEEDS, True),
+    JobAction.STATS: (frozenset(JobStatus), frozenset(Phase) - {P.NOT_CREATED}, "a created job", False),
 }
 
 
@@ -154,25 +158,29 @@ def refusal(
     return None
 
 
-def job_actions(job_status: JobStatus, phase: Phase, role: Role = Role.OPERATOR) -> dict[JobAction, bool]:
-    return {a: job_refusal(a, job_status, phase, role=role) is None for a in JobAction}
+def job_actions(job_status: JobStatus, phase: Phase, role: Role = Role.OPERATOR,
+                errors: int = 0) -> dict[JobAction, bool]:
+    return {a: job_refusal(a, job_status, phase, role=role, errors=errors) is None for a in JobAction}
 
 
 def job_refusal(
     action: JobAction, job_status: JobStatus, phase: Phase, execution: str = "execution", job: str = "job",
-    role: Role = Role.OPERATOR,
+    role: Role = Role.OPERATOR, errors: int = 0,
 ) -> str | None:
-    """None when allowed; else the reason, naming the execution or the job that stands in the way."""
+    """None when allowed; else the reason, naming the execution or the job that stands in the way.
+    ``errors``: the job's errored work items (a COMPLETED job may have accepted some)."""
     if (why := role_refusal(role, action)) is not None:
         return why
-    statuses, phases, needs = JOB_RULES[action]
+    statuses, phases, needs, completed_with_errors = JOB_RULES[action]
     if phase is Phase.NOT_CREATED:
         return f"{execution} is NOT_CREATED; {action.value} needs a created execution"
     if phase not in phases:
         return f"{execution} is {_describe(phase)}; {action.value} needs no live run"
-    if job_status not in statuses:
-        return f"{job} is {job_status.value}; {action.value} needs {needs}"
-    return None
+    if job_status in statuses or (completed_with_errors and job_status is JobStatus.COMPLETED and errors > 0):
+        return None
+    if job_status is JobStatus.COMPLETED and completed_with_errors:
+        return f"{job} is COMPLETED with no errored work item; {action.value} needs {needs}"
+    return f"{job} is {job_status.value}; {action.value} needs {needs}"
 
 
 def derive_execution_status(job_statuses: list[JobStatus]) -> ExecutionStatus:

@@ -276,7 +276,7 @@ def test_invalid_config_exits_2_naming_the_file_and_field(small, tmp_path):
     (("process", C, S, DAY), "process refused: "),
     (("create", C, S, DAY), "create refused: "),
     (("job", "process", C, S, DAY, "usage-rating"), "job process needs a PENDING job"),
-    (("job", "retry", C, S, DAY, "usage-rating"), "job retry needs an ERRORED job"),
+    (("job", "retry", C, S, DAY, "usage-rating"), "job retry needs an ERRORED job, or a COMPLETED one with errored work items"),
     (("reprocess", C, S, "2026-11-25"), "is NOT_CREATED"),
 ])
 def test_refused_action_exits_3_with_the_reason_on_one_line(errored, args, fragment):

@@ -40,7 +40,7 @@ class Behaving(JobType):
         elif do == "garbage":
             return {"unexpected": 42}
         elif do == "bad-code":
-            raise WorkItemError("NOT A CODE <b>", "spaces and markup in the code")
+            raise WorkItemError("TWO\nLINES " + "x" * 200, "a code of two lines and 206 characters")
         elif do == "none-code":
             raise WorkItemError(None, "no code at all")  # type: ignore[arg-type]
         elif do == "exit":
@@ -120,7 +120,7 @@ def test_garbage_from_handlers_becomes_error_codes_with_plain_reasons(home: Path
                                               "ODD_TEXT", "UNHANDLED"]
     reasons = {i.account_id: i.reason for i in ws.job_errors("acme", "faults", DAY, "calls", limit=100)}
     assert reasons["A-001"].startswith("handler returned dict {'unexpected': 42}")
-    assert "'NOT A CODE <b>'" in reasons["A-002"] and "None" in reasons["A-003"]
+    assert "'TWO\\nLINES xxx" in reasons["A-002"] and "None" in reasons["A-003"]
     assert reasons["A-004"] == "SystemExit: 3"
     assert len(reasons["A-005"]) == 4000 and "\\ud800" in reasons["A-005"]
     assert reasons["A-006"].startswith("Unprintable: <unprintable Unprintable>")

@@ -139,7 +139,8 @@ JOB_ALLOWED: dict[tuple[JobStatus, Phase], set[JobAction]] = {
     (JobStatus.ERRORED, Phase.COMPLETED): {JOB_RETRY},
     (JobStatus.ERRORED, Phase.ERRORED): {JOB_RETRY},
 }
-JOB_NEEDS = {JOB_PROCESS: "job process needs a PENDING job", JOB_RETRY: "job retry needs an ERRORED job"}
+JOB_NEEDS = {JOB_PROCESS: "job process needs a PENDING job",
+             JOB_RETRY: "job retry needs an ERRORED job, or a COMPLETED one with errored work items"}
 JOB = f"job bill-run of {NAME}"
 
 JOB_CASES = [
@@ -170,7 +171,16 @@ def test_job_action_during_a_live_run_is_refused_because_the_run_owns_the_execut
 @pytest.mark.parametrize("status, phase, action",
                          [c.values[:3] for c in JOB_CASES if not c.values[3] and c.values[1] in NO_LIVE_RUN])
 def test_job_refusal_without_a_live_run_names_the_job_its_status_and_what_the_action_needs(status, phase, action):
-    assert job_refusal(action, status, phase, NAME, JOB) == f"{JOB} is {status.value}; {JOB_NEEDS[action]}"
+    said = "COMPLETED with no errored work item" if (action, status) == (JOB_RETRY, JobStatus.COMPLETED) else status.value
+    assert job_refusal(action, status, phase, NAME, JOB) == f"{JOB} is {said}; {JOB_NEEDS[action]}"
+
+
+@pytest.mark.parametrize("action", [JOB_RETRY, JobAction.ITEM_RETRY])
+def test_retry_is_allowed_on_a_completed_job_only_when_it_accepted_errors(action):
+    assert job_refusal(action, JobStatus.COMPLETED, Phase.COMPLETED, NAME, JOB, errors=3) is None
+    assert job_actions(JobStatus.COMPLETED, Phase.COMPLETED, errors=3)[action] is True
+    assert job_actions(JobStatus.COMPLETED, Phase.COMPLETED, errors=0)[action] is False
+    assert job_refusal(action, JobStatus.PENDING, Phase.PENDING, NAME, JOB, errors=3) is not None
 
 
 @pytest.mark.parametrize("action", [JOB_PROCESS, JOB_RETRY])

@@ -121,7 +121,8 @@ def test_enablement_is_exactly_execution_actions_in_every_state(errored: Workspa
         view = activity_view(execution)
         assert {a: b.enabled for a, b in view.actions.items()} == execution.actions
         for tile, job in zip(view.tiles, execution.jobs):
-            assert {a: b.enabled for a, b in tile.menu.items()} == job.actions
+            assert {a: b.enabled for a, b in tile.menu.items()} == {a: job.actions[a] for a in tile.menu}
+            assert set(tile.menu) == set(job.actions) - {JobAction.ITEM_RETRY}  # item retry is per work item
 
 
 def test_busy_page_disables_actions_but_keeps_stats(errored: Workspace) -> None:

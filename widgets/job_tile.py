@@ -83,7 +83,7 @@ class JobTile(widgets.VBox):
         self.progress.add_class("ao-job-progress")
         self.progress.layout.width = "95%"
         self.buttons = {a: make_button(a.value.removeprefix("job ").capitalize(), MENU_CLASSES[a],
-                                       on_click=lambda a=a: self._choose(a), width="90px") for a in JobAction}
+                                       on_click=lambda a=a: self._choose(a), width="90px") for a in MENU_CLASSES}
         self.menu = widgets.HBox(list(self.buttons.values()))
         self.menu.add_class("ao-job-menu-items")
         show(self.menu, False)

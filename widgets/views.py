@@ -46,6 +46,7 @@ JOB_HELP = {
     JobAction.RETRY: "Re-run this job's errored work items",
     JobAction.STATS: "Work item counts and errors by error code",
 }
+TILE_ACTIONS = (JobAction.PROCESS, JobAction.RETRY, JobAction.STATS)  # a job tile's menu (item retry is per item)
 BUSY = "an action started on this page is still running"
 DESTRUCTIVE = {
     ScheduleAction.RESET: "all jobs go back to PENDING and the work items are archived",
@@ -192,8 +193,9 @@ def _job_tile(execution: Execution, job: JobRun, busy: bool) -> JobTileView:
     name = execution_name(execution.client, execution.schedule, execution.run_date)
     menu = {a: _button(a.value.removeprefix("job ").capitalize(), bool(job.actions.get(a)),
                        busy and a is not JobAction.STATS, JOB_HELP[a],
-                       job_refusal(a, job.status, execution.phase, name, f"job {job.name}", execution.role))
-            for a in JobAction}
+                       job_refusal(a, job.status, execution.phase, name, f"job {job.name}", execution.role,
+                                   job.error))
+            for a in TILE_ACTIONS}
     progress = (job.processed + job.error) / job.total if job.total else 0.0
     return JobTileView(job.name, job.sequence, status_badge(job.status.value), job.total, job.pending,
                        job.processed, job.error, min(progress, 1.0), job.status.value == "IN_PROGRESS", menu)
@@ -203,7 +205,7 @@ def _planned_tiles(config: ScheduleConfig, name: str, role: Role) -> tuple[JobTi
     """Tiles of a NOT_CREATED date: the current config's jobs, every menu entry disabled."""
     menu = {a: ButtonView(a.value.removeprefix("job ").capitalize(), False,
                           job_refusal(a, JobStatus.PENDING, Phase.NOT_CREATED, name, role=role) or "create it first")
-            for a in JobAction}
+            for a in TILE_ACTIONS}
     return tuple(JobTileView(j.name, i, status_badge("NOT_CREATED"), 0, 0, 0, 0, 0.0, False, menu)
                  for i, j in enumerate(config.jobs, 1))
 

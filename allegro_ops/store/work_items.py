@@ -16,6 +16,9 @@ __all__ = [
     "count_by_status",
     "errored_items",
     "account_history",
+    "find_item",
+    "edit_payload",
+    "payload_edits",
     "RESULT_SCHEMA",
 ]
 
@@ -52,15 +55,48 @@ def insert_items(
 
 
 def read_items(
-    con: duckdb.DuckDBPyConnection, job_id: int, statuses: tuple[str, ...], after: int, limit: int
+    con: duckdb.DuckDBPyConnection, job_id: int, statuses: tuple[str, ...], after: int, limit: int,
+    error_code: str | None = None, item_no: int | None = None,
 ) -> pa.Table:
-    """Work items of these statuses with item_no > after, in item order (keyset paging)."""
+    """Work items of these statuses (of one error code, or one item, when given) with
+    item_no > after, in item order (keyset paging)."""
     return con.sql(
         "SELECT item_no, batch_id, account_id, payload FROM work_items "
         "WHERE job_id = $job AND item_no > $after AND list_contains($statuses, status) "
+        "AND ($code IS NULL OR error_code = $code) AND ($item IS NULL OR item_no = $item) "
         "ORDER BY item_no LIMIT $limit",
-        params={"job": job_id, "after": after, "statuses": list(statuses), "limit": limit},
+        params={"job": job_id, "after": after, "statuses": list(statuses), "limit": limit, "code": error_code,
+                "item": item_no},
     ).to_arrow_table()
+
+
+def find_item(con: duckdb.DuckDBPyConnection, job_id: int, account_id: str) -> tuple[Any, ...] | None:
+    """(item_no, status, error_code, payload) of the job's work item for an account."""
+    rows = con.execute(
+        "SELECT item_no, status, error_code, payload FROM work_items WHERE job_id = ? AND account_id = ? "
+        "ORDER BY item_no LIMIT 1", [job_id, account_id]).fetchall()
+    return rows[0] if rows else None
+
+
+def edit_payload(con: duckdb.DuckDBPyConnection, job_id: int, item_no: int, payload: str, now: dt.datetime,
+                 actor: str) -> int:
+    """Give a work item a corrected payload; the earlier one stays in payload_edits. Returns the edit's number."""
+    edit_no = con.execute(
+        "SELECT coalesce(max(edit_no), 0) + 1 FROM payload_edits WHERE job_id = ? AND item_no = ?",
+        [job_id, item_no]).fetchall()[0][0]
+    con.execute(
+        "INSERT INTO payload_edits SELECT job_id, item_no, ?, ?, ?, payload, ? FROM work_items "
+        "WHERE job_id = ? AND item_no = ?", [edit_no, now, actor, payload, job_id, item_no])
+    con.execute("UPDATE work_items SET payload = ?, updated_at = ? WHERE job_id = ? AND item_no = ?",
+                [payload, now, job_id, item_no])
+    return edit_no
+
+
+def payload_edits(con: duckdb.DuckDBPyConnection, job_id: int, item_no: int) -> list[tuple[Any, ...]]:
+    """(edit_no, edited_at, edited_by, old_payload, new_payload) of a work item, oldest first."""
+    return con.execute(
+        "SELECT edit_no, edited_at, edited_by, old_payload, new_payload FROM payload_edits "
+        "WHERE job_id = ? AND item_no = ? ORDER BY edit_no", [job_id, item_no]).fetchall()
 
 
 def write_results(
