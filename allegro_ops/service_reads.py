@@ -1,0 +1,100 @@
+"""The service's reads of one job and of the history: stats, errored work items, an account's
+attempts, a schedule's history and the audit log. Mixed into ``Workspace`` (service.py), whose
+``store``, ``_config`` and ``_refused`` they use; no read changes anything."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from .dates import parse_date
+from .errors import BadInput, NotFound
+from .models import AuditEntry, ErrorCount, JobStats, WorkItem
+from .states import ExecutionStatus, JobAction, JobStatus, Phase, job_refusal
+from .store import catalog as cat_sql
+from .store import executions as ex_sql
+from .store import work_items as wi_sql
+
+__all__ = ["WorkspaceReads", "name_of"]
+
+
+def name_of(client: str, schedule: str, day: dt.date) -> str:
+    """How refusals name an execution."""
+    return f"execution {client}/{schedule} {day.isoformat()}"
+
+
+class WorkspaceReads:
+    def job_stats(self, client: str, schedule: str, run_date: str | dt.date, job: str) -> JobStats:
+        """Total, pending, processed and error counts, and the errors grouped by error code."""
+        day = parse_date(run_date)
+
+        def read(con):
+            job_id = self._job_id_in(con, client, schedule, day, job)
+            row = con.execute("SELECT total, processed, error FROM jobs WHERE job_id = ?", [job_id]).fetchall()[0]
+            codes = wi_sql.errors_by_code(con, job_id)
+            return row, codes
+
+        (total, processed, error), codes = self.store.read(read)
+        return JobStats(total, total - processed - error, processed, error,
+                        tuple(ErrorCount(c or "UNKNOWN", n) for c, n in codes))
+
+    def job_errors(self, client: str, schedule: str, run_date: str | dt.date, job: str, *,
+                   code: str | None = None, limit: int = 50, offset: int = 0, after: int = 0) -> list[WorkItem]:
+        """One page of the job's errored work items (of one error code when given)."""
+        if limit < 1 or limit > 10_000 or offset < 0 or after < 0:
+            raise BadInput("bad paging: limit lies between 1 and 10000, offset and after are >= 0")
+        day = parse_date(run_date)
+
+        def read(con):
+            job_id = self._job_id_in(con, client, schedule, day, job)
+            if code is not None and code not in {c for c, _ in wi_sql.errors_by_code(con, job_id)}:
+                raise NotFound("error code", code, f"job {job} has no errored work item with it")
+            return wi_sql.errored_items(con, job_id, code, limit, offset, after)
+
+        rows = self.store.read(read)
+        return [WorkItem(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
+
+    def _job_id_in(self, con, client, schedule, day: dt.date, job) -> int:
+        """The job's id, read in the caller's unit of work."""
+        self._config(con, client, schedule)
+        row = ex_sql.find_execution(con, client, schedule, day)
+        if row is None:
+            reason = job_refusal(JobAction.STATS, JobStatus.PENDING, Phase.NOT_CREATED, name_of(client, schedule, day))
+            raise self._refused(JobAction.STATS, reason, client, schedule, day, job,
+                                ExecutionStatus.NOT_CREATED.value)
+        for j in ex_sql.jobs_of(con, row.execution_id, row.generation):
+            if j.name == job:
+                return j.job_id
+        raise NotFound("job", job, f"not a job of {client}/{schedule} {day}")
+
+    # ----------------------------------------------------------------- history and audit
+    def account_history(self, client: str, account_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        """Every attempt at the account's work items, newest date first, archived generations included."""
+        rows = self.store.read(lambda con: wi_sql.account_history(con, client, account_id, limit))
+        keys = ("schedule", "run_date", "generation", "current_generation", "job", "attempt", "batch_id",
+                "status", "error_code", "reason", "finished_at", "payload")
+        out = []
+        for r in rows:
+            d = dict(zip(keys, r))
+            d["archived"] = d.pop("current_generation") != d["generation"]
+            d["payload"] = json.loads(d["payload"])
+            out.append(d)
+        return out
+
+    def history(self, client: str, schedule: str, last: int = 14) -> list[dict[str, Any]]:
+        """Per run date and job (last N dates): statuses, counts, start and finish times."""
+        rows = self.store.read(lambda con: (self._config(con, client, schedule),
+                                            ex_sql.execution_history(con, client, schedule, last))[1])
+        keys = ("run_date", "execution_status", "sequence", "job", "job_status", "total", "processed", "error",
+                "started_at", "finished_at")
+        return [dict(zip(keys, r)) for r in rows]
+
+    def audit(self, client: str | None = None, limit: int = 1000) -> list[AuditEntry]:
+        return [AuditEntry(*r) for r in self.store.read(lambda con: cat_sql.read_audit(con, client, limit))]
+
+    def _raise_unknown(self, client: str, schedule: str) -> None:
+        known = {s.client for s in self.schedules()}
+        if client not in known:
+            raise NotFound("client", client, f"known: {', '.join(sorted(known)) or 'none (apply a config first)'}")
+        names = [s.schedule for s in self.schedules(client)]
+        raise NotFound("schedule", f"{client}/{schedule}", f"schedules of {client}: {', '.join(names)}")
