@@ -201,6 +201,12 @@ class Execution:
     role: Role = Role.OPERATOR  # the reader's role, for which ``actions`` were computed
     deadline: dt.datetime | None = None  # when the schedule's config sets one (allegro_ops/deadlines.py)
     late: bool = False  # created, not COMPLETED, and past its deadline
+    current_version: int | None = None  # the schedule's current config version when this was read
+
+    @property
+    def runs_current_config(self) -> bool:
+        """Created from the current config version (a Recreate would rebuild the same jobs)."""
+        return self.config_version is not None and self.config_version == self.current_version
 
     def job(self, name: str) -> JobRun:
         for j in self.jobs:

@@ -145,9 +145,10 @@ class Workspace(WorkspaceReads):
             owner = Lease(row.lease_host or "", row.lease_pid or 0, row.lease_heartbeat, alive)
         snapshot = config_mod.from_snapshot(row.snapshot_json, row.config_version)
         return Execution(row.client, row.schedule, row.run_date, status, phase, row.config_version, snapshot, runs,
-                         schedule_actions(phase, has_errored, self.role), row.generation, owner,
+                         schedule_actions(phase, has_errored, self.role, row.started_at is not None,
+                                          row.config_version == current.version), row.generation, owner,
                          row.created_at, row.started_at, row.finished_at, role=self.role,
-                         deadline=deadline_at(snapshot, row.run_date),
+                         deadline=deadline_at(snapshot, row.run_date), current_version=current.version,
                          late=is_late(snapshot, row.run_date, status.value, now))
 
     # ----------------------------------------------------------------- schedule actions
@@ -344,8 +345,10 @@ class Workspace(WorkspaceReads):
             reason = job_refusal(action, JobStatus(match[0].status), phase, _name(client, schedule, day),
                                  f"job {job} of {_name(client, schedule, day)}", errors=match[0].error)
         else:
+            current = cat_sql.latest_config(con, client, schedule)
             reason = refusal(action, phase, any(j.status == JobStatus.ERRORED.value for j in jobs),
-                             _name(client, schedule, day))
+                             _name(client, schedule, day), has_run=row.started_at is not None,
+                             runs_current_config=current is not None and row.config_version == current[0])
         if reason:
             raise self._refused(action, reason, client, schedule, day, job, row.status)
         return row, jobs

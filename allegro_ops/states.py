@@ -84,10 +84,13 @@ class _Rule:
     phases: frozenset[Phase]
     needs: str  # what the refusal message says the action needs
     needs_errored_job: bool = False
+    needs_a_run: bool = False  # refused on a PENDING execution nothing ran in (it would change nothing)
+    needs_newer_config: bool = False  # refused when the execution already runs the current config version
 
 
-def _rule(phases: set[Phase], needs: str, needs_errored_job: bool = False) -> _Rule:
-    return _Rule(frozenset(phases), needs, needs_errored_job)
+def _rule(phases: set[Phase], needs: str, needs_errored_job: bool = False, needs_a_run: bool = False,
+          needs_newer_config: bool = False) -> _Rule:
+    return _Rule(frozenset(phases), needs, needs_errored_job, needs_a_run, needs_newer_config)
 
 
 P = Phase
@@ -95,13 +98,13 @@ P = Phase
 # marked, a job of the execution is ERRORED.
 SCHEDULE_RULES: dict[ScheduleAction, _Rule] = {
     ScheduleAction.CREATE: _rule({P.NOT_CREATED}, "NOT_CREATED"),
-    ScheduleAction.RECREATE: _rule({P.PENDING}, "PENDING"),
+    ScheduleAction.RECREATE: _rule({P.PENDING}, "PENDING", needs_newer_config=True),
     ScheduleAction.PROCESS: _rule({P.PENDING, P.STALLED}, "PENDING, or IN_PROGRESS with its owner lost"),
     ScheduleAction.REPROCESS: _rule(
         {P.ERRORED, P.STALLED}, "ERRORED, or an errored job and no live run", needs_errored_job=True
     ),
     ScheduleAction.RESET: _rule(
-        {P.PENDING, P.STALLED, P.COMPLETED, P.ERRORED}, "a created execution with no live run"
+        {P.PENDING, P.STALLED, P.COMPLETED, P.ERRORED}, "a created execution with no live run", needs_a_run=True,
     ),
 }
 
@@ -136,18 +139,24 @@ def role_refusal(role: Role, action: str) -> str | None:
     return None
 
 
-def schedule_actions(phase: Phase, has_errored_job: bool, role: Role = Role.OPERATOR) -> dict[ScheduleAction, bool]:
+def schedule_actions(phase: Phase, has_errored_job: bool, role: Role = Role.OPERATOR, has_run: bool = True,
+                     runs_current_config: bool = False) -> dict[ScheduleAction, bool]:
     """Every schedule action and whether it is enabled now, for this role."""
-    return {a: refusal(a, phase, has_errored_job, role=role) is None for a in ScheduleAction}
+    return {a: refusal(a, phase, has_errored_job, role=role, has_run=has_run,
+                       runs_current_config=runs_current_config) is None for a in ScheduleAction}
 
 
 def refusal(
     action: ScheduleAction, phase: Phase, has_errored_job: bool, execution: str = "execution",
-    role: Role = Role.OPERATOR,
+    role: Role = Role.OPERATOR, has_run: bool = True, runs_current_config: bool = False,
 ) -> str | None:
     """None when allowed; else the reason, phrased for '<action> refused: <reason>'.
 
-    ``execution`` names the execution in the reason (e.g. "execution acme/daily-billing 2026-11-24")."""
+    ``execution`` names the execution in the reason (e.g. "execution acme/daily-billing 2026-11-24").
+    ``has_run``: whether anything ran in it since it was created, reset or recreated (a Reset of a
+    PENDING execution that never ran changes nothing, and N operators resetting at once would
+    otherwise make N generations). ``runs_current_config``: its snapshot is the current config
+    version (a Recreate would rebuild the same jobs)."""
     if (why := role_refusal(role, action)) is not None:
         return why
     rule = SCHEDULE_RULES[action]
@@ -155,6 +164,12 @@ def refusal(
         return f"{execution} is {_describe(phase)}; {action.value} needs {rule.needs}"
     if rule.needs_errored_job and not has_errored_job:
         return f"{execution} is {_describe(phase)} and no job is ERRORED; {action.value} needs {rule.needs}"
+    if rule.needs_a_run and phase is Phase.PENDING and not has_run:
+        return (f"{execution} is PENDING and nothing ran in it since it was created or reset; "
+                f"{action.value} needs a run to undo")
+    if rule.needs_newer_config and runs_current_config:
+        return (f"{execution} is PENDING and already runs the current config version; "
+                f"{action.value} needs a newer config version (config apply)")
     return None
 
 

@@ -87,6 +87,14 @@ def _build(state: str):
         if state == "completed":
             resolve(ws, C)
             ws.reprocess(C, S, DAY)
+        if state == "pending_ran":
+            ws.process_job(C, S, DAY, "usage-rating")
+        if state == "pending_new_config":
+            doc = yaml.safe_load(ws.export_config(C, S))
+            doc["description"] = "changed after the date was created"
+            path = ws.home / "changed.yaml"
+            path.write_text(yaml.safe_dump(doc))
+            ws.apply_config(path)
         if state in ("stalled", "stalled_errored"):
             give_run_to(ws, dead_pid())
         if state == "running":
@@ -103,14 +111,18 @@ def in_state(prepared):
 # state -> (phase, schedule actions allowed, the status each allowed action leaves)
 EXPECTED = {
     "not_created": (Phase.NOT_CREATED, {"create": "PENDING"}),
-    "pending": (Phase.PENDING, {"recreate": "PENDING", "process": "ERRORED", "reset": "PENDING"}),
+    # A fresh PENDING date: Reset would change nothing and Recreate would rebuild the same jobs.
+    "pending": (Phase.PENDING, {"process": "ERRORED"}),
+    "pending_ran": (Phase.PENDING, {"process": "ERRORED", "reset": "PENDING"}),
+    "pending_new_config": (Phase.PENDING, {"recreate": "PENDING", "process": "ERRORED"}),
     "running": (Phase.RUNNING, {}),
     "stalled": (Phase.STALLED, {"process": "ERRORED", "reset": "PENDING"}),
     "stalled_errored": (Phase.STALLED, {"process": "ERRORED", "reprocess": "ERRORED", "reset": "PENDING"}),
     "completed": (Phase.COMPLETED, {"reset": "PENDING"}),
     "errored": (Phase.ERRORED, {"reprocess": "ERRORED", "reset": "PENDING"}),
 }
-DESCRIBED = {"not_created": "NOT_CREATED", "pending": "PENDING", "running": "IN_PROGRESS (a live run owns it)",
+DESCRIBED = {"not_created": "NOT_CREATED", "pending": "PENDING", "pending_ran": "PENDING",
+             "pending_new_config": "PENDING", "running": "IN_PROGRESS (a live run owns it)",
              "stalled": "IN_PROGRESS (owner lost)", "stalled_errored": "IN_PROGRESS (owner lost)",
              "completed": "COMPLETED", "errored": "ERRORED"}
 NEEDS = {
@@ -120,6 +132,11 @@ NEEDS = {
     "reprocess": "reprocess needs ERRORED, or an errored job and no live run",
     "reset": "reset needs a created execution with no live run",
 }
+# Refusals of a PENDING date that say what is missing beyond the phase.
+NEEDS_IN = {("pending", "recreate"): "recreate needs a newer config version (config apply)",
+            ("pending_ran", "recreate"): "recreate needs a newer config version (config apply)",
+            ("pending", "reset"): "reset needs a run to undo",
+            ("pending_new_config", "reset"): "reset needs a run to undo"}
 CASES = [pytest.param(state, action, id=f"{action}-{state}") for state in EXPECTED for action in ACTIONS]
 
 
@@ -148,7 +165,7 @@ def test_schedule_action_runs_or_is_refused_per_state(in_state, state, action):
         getattr(ws, action)(C, S, DAY)
     message = str(info.value)
     assert message.startswith(f"{action} refused: {NAME} is {DESCRIBED[state]}")
-    assert message.endswith(NEEDS[action])
+    assert message.endswith(NEEDS_IN.get((state, action), NEEDS[action]))
     assert "\n" not in message
     assert info.value.action == action and info.value.client == C and info.value.run_date == DAY.isoformat()
     assert ws.execution(C, S, DAY).to_dict() == before.to_dict()

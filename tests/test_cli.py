@@ -170,7 +170,8 @@ def test_status_text_names_the_execution_its_jobs_and_actions(errored):
 def test_schedule_actions_print_the_execution_as_json(small):
     created = small.json("create", C, S, DAY)
     assert created["status"] == "PENDING" and [j["status"] for j in created["jobs"]] == ["PENDING"] * 4
-    assert small.json("recreate", C, S, DAY)["status"] == "PENDING"
+    code, _out, err = small("recreate", C, S, DAY)
+    assert code == 3 and "already runs the current config version" in err
     processed = small.json("process", C, S, DAY)
     assert processed["status"] == "ERRORED"  # an errored result is still exit 0
     assert set(processed) >= STATUS_KEYS

@@ -89,9 +89,11 @@ def test_not_created_enables_create_only_and_says_why_not(demo: Workspace) -> No
     assert not view.auto_refresh
 
 
-def test_pending_enables_recreate_process_reset(demo: Workspace) -> None:
+def test_fresh_pending_enables_process_only_and_says_why_not_recreate_or_reset(demo: Workspace) -> None:
     view = activity_view(demo.create(*TARGET))
-    assert enabled(view) == {"recreate", "process", "reset"}
+    assert enabled(view) == {"process"}
+    assert view.actions[ScheduleAction.RESET].tooltip.endswith("reset needs a run to undo")
+    assert view.actions[ScheduleAction.RECREATE].tooltip.endswith("needs a newer config version (config apply)")
     assert view.actions[ScheduleAction.CREATE].tooltip == refusal(ScheduleAction.CREATE, Phase.PENDING, False, NAME)
     assert "create needs NOT_CREATED" in view.actions[ScheduleAction.CREATE].tooltip
     tile = view.tiles[0]

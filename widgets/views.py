@@ -24,7 +24,8 @@ __all__ = [
     "STATUS_COLOURS", "PROGRESS_COLOURS", "BUSY", "Clock", "StatusBadge", "ButtonView", "JobTileView",
     "ActivityView", "StatsView", "ItemRowView", "Confirmation", "status_badge", "activity_view", "stats_view",
     "item_rows", "nav_groups", "default_run_date", "should_auto_refresh", "execution_name", "config_attributes",
-    "esc", "badge_html", "progress_html", "pretty_json",
+    "esc", "badge_html", "progress_html", "pretty_json", "job_badge", "late_html", "late_text", "DrawerActions",
+    "drawer_actions", "EditorView", "confirmation_html", "same_payload", "COMPLETED_WITH_ERRORS_COLOUR",
 ]
 
 Clock = Callable[[], dt.datetime]
@@ -33,6 +34,7 @@ STATUS_COLOURS = {  # the status circle's colour per status word
     "NOT_CREATED": "#9e9e9e", "PENDING": "#1e88e5", "IN_PROGRESS": "#ffb300",
     "COMPLETED": "#43a047", "ERRORED": "#e53935",
 }
+COMPLETED_WITH_ERRORS_COLOUR = "#9e9d24"  # a COMPLETED job that accepted errored work items: not green, not red
 PROGRESS_COLOURS = {"processed": "#43a047", "error": "#e53935", "pending": "#1e88e5"}  # the stats bar's parts
 SCHEDULE_HELP = {
     ScheduleAction.CREATE: "Create the execution for this date from the current config (all jobs PENDING)",
@@ -46,6 +48,7 @@ JOB_HELP = {
     JobAction.RETRY: "Re-run this job's errored work items",
     JobAction.STATS: "Work item counts and errors by error code",
 }
+ITEM_RETRY_HELP = "Correct this work item's payload (JSON), then re-run it alone"
 TILE_ACTIONS = (JobAction.PROCESS, JobAction.RETRY, JobAction.STATS)  # a job tile's menu (item retry is per item)
 BUSY = "an action started on this page is still running"
 DESTRUCTIVE = {
@@ -83,6 +86,7 @@ class JobTileView:
     progress: float  # (processed + error) / total, 0 when nothing is listed yet
     running: bool  # the progress bar shows while the job is IN_PROGRESS
     menu: dict[JobAction, ButtonView]
+    late: str = ""  # the LATE badge's tooltip on an unfinished job of a LATE execution; "" when not late
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class ActivityView:
     config_note: str
     tiles: tuple[JobTileView, ...]
     auto_refresh: bool
+    late: str = ""  # the LATE badge's tooltip ("deadline ... passed"); "" when not late
 
 
 @dataclass(frozen=True)
@@ -127,19 +132,66 @@ class ItemRowView:
 
 
 @dataclass(frozen=True)
+class DrawerActions:
+    """The actions of an open job's drawers: Retry of one error code (a row of errors by code) and
+    the fix-and-retry of one work item (Edit & retry on a row, Retry item in the editor)."""
+
+    job: str
+    retry: ButtonView  # the job's Retry, as each error code's row offers it
+    item_retry: ButtonView
+
+    def retry_code(self, code: str) -> ButtonView:
+        if not self.retry.enabled:
+            return ButtonView("Retry", False, self.retry.tooltip)
+        return ButtonView("Retry", True, f"Re-run the errored work items of job {self.job} with error code {code}")
+
+    def edit_item(self) -> ButtonView:
+        return ButtonView("Edit & retry", self.item_retry.enabled, self.item_retry.tooltip)
+
+    def retry_item(self) -> ButtonView:
+        tooltip = ("Validate the JSON, save it beside the original payload and re-run this work item"
+                   if self.item_retry.enabled else self.item_retry.tooltip)
+        return ButtonView("Retry item", self.item_retry.enabled, tooltip)
+
+
+@dataclass(frozen=True)
+class EditorView:
+    """The payload editor of one errored work item, under the work items drawer."""
+
+    job: str
+    code: str
+    account_id: str
+    text: str  # the payload as JSON text, pretty-printed when the editor opened
+    error: str  # one line when the text is not valid JSON or the service refused it
+    retry: ButtonView
+
+    @property
+    def title(self) -> str:
+        return f"<b>Edit payload</b> · account {esc(self.account_id)} · job {esc(self.job)}"
+
+
+@dataclass(frozen=True)
 class Confirmation:
-    """A destructive action waiting for Confirm, bound to the execution it was asked for."""
+    """A destructive action waiting for Confirm, bound to the execution it was asked for.
+    ``details``: what it will change (Recreate: the preview against the execution's snapshot)."""
 
     action: ScheduleAction
     client: str
     schedule: str
     run_date: dt.date
+    details: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
         name = f"{self.client}/{self.schedule} {self.run_date.isoformat()}"
         effect = DESTRUCTIVE[self.action]
         return f"{self.action.value.capitalize()} execution {name}? {effect[0].upper()}{effect[1:]}."
+
+
+def confirmation_html(confirmation: Confirmation) -> str:
+    """The confirmation's question in bold, then its details (the Recreate preview) as a list."""
+    details = "".join(f"<li>{esc(line)}</li>" for line in confirmation.details)
+    return f"<b>{esc(confirmation.text)}</b>" + (f'<ul class="ao-preview">{details}</ul>' if details else "")
 
 
 def esc(value: Any) -> str:
@@ -182,6 +234,28 @@ def status_badge(status: str, phase: Phase | None = None) -> StatusBadge:
     return StatusBadge(word, word, STATUS_COLOURS.get(word, "#9e9e9e"), f"ao-st-{word.lower().replace('_', '-')}")
 
 
+def job_badge(job: JobRun) -> StatusBadge:
+    """A job's status circle; a COMPLETED job with errored work items (accepted errors) says so."""
+    if job.status is JobStatus.COMPLETED and job.error > 0:
+        return StatusBadge(job.status.value, "COMPLETED with errors", COMPLETED_WITH_ERRORS_COLOUR,
+                           "ao-st-completed-errors")
+    return status_badge(job.status.value)
+
+
+def late_text(execution: Execution) -> str:
+    """The LATE badge's tooltip, "" when the execution is not LATE."""
+    if not execution.late:
+        return ""
+    if execution.deadline is None:
+        return "deadline passed"
+    return f"deadline {execution.deadline:%Y-%m-%d %H:%M %Z} passed"
+
+
+def late_html(tooltip: str) -> str:
+    """The LATE badge (nothing when ``tooltip`` is empty)."""
+    return f' <span class="ao-late" title="{esc(tooltip)}">LATE</span>' if tooltip else ""
+
+
 def _button(label: str, allowed: bool, busy: bool, help_text: str, why: str | None) -> ButtonView:
     """Enabled when the state table allows it and the page is not busy; the tooltip says why not."""
     if allowed and not busy:
@@ -189,7 +263,7 @@ def _button(label: str, allowed: bool, busy: bool, help_text: str, why: str | No
     return ButtonView(label, False, why or (BUSY if busy else "not allowed now"))
 
 
-def _job_tile(execution: Execution, job: JobRun, busy: bool) -> JobTileView:
+def _job_tile(execution: Execution, job: JobRun, busy: bool, late: str) -> JobTileView:
     name = execution_name(execution.client, execution.schedule, execution.run_date)
     menu = {a: _button(a.value.removeprefix("job ").capitalize(), bool(job.actions.get(a)),
                        busy and a is not JobAction.STATS, JOB_HELP[a],
@@ -197,8 +271,9 @@ def _job_tile(execution: Execution, job: JobRun, busy: bool) -> JobTileView:
                                    job.error))
             for a in TILE_ACTIONS}
     progress = (job.processed + job.error) / job.total if job.total else 0.0
-    return JobTileView(job.name, job.sequence, status_badge(job.status.value), job.total, job.pending,
-                       job.processed, job.error, min(progress, 1.0), job.status.value == "IN_PROGRESS", menu)
+    unfinished = job.status is not JobStatus.COMPLETED
+    return JobTileView(job.name, job.sequence, job_badge(job), job.total, job.pending, job.processed, job.error,
+                       min(progress, 1.0), job.status is JobStatus.IN_PROGRESS, menu, late if unfinished else "")
 
 
 def _planned_tiles(config: ScheduleConfig, name: str, role: Role) -> tuple[JobTileView, ...]:
@@ -220,20 +295,37 @@ def activity_view(execution: Execution, busy: bool = False) -> ActivityView:
     name = execution_name(execution.client, execution.schedule, execution.run_date)
     errored = any(j.status.value == "ERRORED" for j in execution.jobs)
     actions = {a: _button(a.value.capitalize(), bool(execution.actions.get(a)), busy, SCHEDULE_HELP[a],
-                          refusal(a, execution.phase, errored, name, execution.role)) for a in ScheduleAction}
+                          refusal(a, execution.phase, errored, name, execution.role, execution.started_at is not None,
+                                  execution.runs_current_config)) for a in ScheduleAction}
     cfg = execution.config
     if execution.status is ExecutionStatus.NOT_CREATED:
         note, tiles = "current config (this date is not created yet)", _planned_tiles(cfg, name, execution.role) if cfg else ()
     else:
         note = f"config version {execution.config_version} this date runs with"
-        tiles = tuple(_job_tile(execution, j, busy) for j in execution.jobs)
+        tiles = tuple(_job_tile(execution, j, busy, late_text(execution)) for j in execution.jobs)
     # While this page's own run is going, a STALLED read is that run between its lease and its
     # registration (or its release and its final status): it is alive, not "owner lost".
     phase = None if busy and execution.phase is Phase.STALLED else execution.phase
     return ActivityView(execution.client, execution.schedule, execution.run_date,
                         status_badge(execution.status.value, phase), actions,
                         config_attributes(cfg) if cfg else (), note, tiles,
-                        should_auto_refresh(execution) or busy)
+                        should_auto_refresh(execution) or busy, late_text(execution))
+
+
+def drawer_actions(execution: Execution, job: str, busy: bool = False) -> DrawerActions | None:
+    """Retry by error code and fix-and-retry of one work item for the open job's drawers, enabled
+    per the job's RETRY / ITEM_RETRY actions and not while this page runs an action."""
+    run = next((j for j in execution.jobs if j.name == job), None)
+    if run is None:
+        return None
+    name = execution_name(execution.client, execution.schedule, execution.run_date)
+
+    def button(action: JobAction, label: str, help_text: str) -> ButtonView:
+        why = job_refusal(action, run.status, execution.phase, name, f"job {job}", execution.role, run.error)
+        return _button(label, bool(run.actions.get(action)), busy, help_text, why)
+
+    return DrawerActions(job, button(JobAction.RETRY, "Retry", JOB_HELP[JobAction.RETRY]),
+                         button(JobAction.ITEM_RETRY, "Edit & retry", ITEM_RETRY_HELP))
 
 
 def should_auto_refresh(execution: Execution | None) -> bool:
@@ -255,6 +347,13 @@ def _short(text: str, limit: int = 60) -> str:
 
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def same_payload(a: Any, b: Any) -> bool:
+    """Whether two payloads are the same JSON (1, 1.0 and true differ; key order and spacing do not)."""
+    def canonical(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    return canonical(a) == canonical(b)
 
 
 def item_rows(items: list[WorkItem]) -> tuple[ItemRowView, ...]:
