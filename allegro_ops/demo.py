@@ -34,8 +34,13 @@ def init_demo(
     seed: int = 7,
     batch_size: int = 50,
     item_delay_ms: float = 0,
+    concurrency: int = 4,
+    side_effects: bool = False,
 ) -> list[dict[str, Any]]:
-    """Write the demo configs under <home>/configs, apply them, and (re)build the demo accounts."""
+    """Write the demo configs under <home>/configs, apply them, and (re)build the demo accounts.
+
+    ``side_effects`` gives invoice delivery and payment collection a side-effect ledger
+    (allegro_ops/jobs/demo.py: ``side_effects: ledger`` in their params)."""
     ws.authorize("demo init", str(ws.home))
     if accounts < 1:
         raise ValueError("accounts must be at least 1")
@@ -43,7 +48,7 @@ def init_demo(
     for client, (tz, currency, regions) in DEMO_CLIENTS.items():
         accounts_df, catalog_df = _demo_data(client, accounts, seed, currency, regions)
         ws.store.write(lambda con: demo_sql.replace_demo_data(con, client, accounts_df, catalog_df))
-        _write_configs(configs_dir / client, client, tz, batch_size, item_delay_ms)
+        _write_configs(configs_dir / client, client, tz, batch_size, item_delay_ms, concurrency, side_effects)
     return ws.apply_config(configs_dir)
 
 
@@ -103,12 +108,15 @@ def _apply_defect(row: dict[str, Any], code: str, rng: random.Random) -> None:
         row["card_expiry"] = dt.date(MIN_DATE.year - rng.randint(1, 5), rng.randint(1, 12), 28)
 
 
-def _write_configs(folder: Path, client: str, tz: str, batch_size: int, item_delay_ms: float) -> None:
+def _write_configs(folder: Path, client: str, tz: str, batch_size: int, item_delay_ms: float, concurrency: int,
+                   side_effects: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     params = {"item_delay_ms": item_delay_ms} if item_delay_ms else {}
 
-    def job(name: str, type_: str) -> dict[str, Any]:
-        return {"name": name, "type": type_, "batch_size": batch_size, "concurrency": 4, "params": dict(params)}
+    def job(name: str, type_: str, effects: bool = False) -> dict[str, Any]:
+        extra = {"side_effects": "ledger"} if effects and side_effects else {}
+        return {"name": name, "type": type_, "batch_size": batch_size, "concurrency": concurrency,
+                "params": {**params, **extra}}
 
     daily = {
         "client": client,
@@ -119,8 +127,8 @@ def _write_configs(folder: Path, client: str, tz: str, batch_size: int, item_del
         "jobs": [
             job("usage-rating", "demo.usage_rating"),
             job("bill-run", "demo.bill_run"),
-            job("invoice-delivery", "demo.invoice_delivery"),
-            job("payment-collection", "demo.payment_collection"),
+            job("invoice-delivery", "demo.invoice_delivery", effects=True),
+            job("payment-collection", "demo.payment_collection", effects=True),
         ],
     }
     month_end = {

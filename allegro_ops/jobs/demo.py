@@ -3,23 +3,34 @@ an internal billing API would, so repairing that data (``demo resolve``) makes R
 
 Handlers are idempotent: what they produce is keyed by account and run date. ``item_delay_ms``
 in a job's params makes each work item wait, so a run can be watched or interrupted.
+
+Invoice delivery (an invoice e-mailed) and payment collection (a card charged) have real-world
+effects. With ``side_effects: ledger`` in a job's params, each successful call appends one JSON
+line to ``<home>/side_effects/<client>-<job>.jsonl``, keyed ``<client>/<account>/<date>/<job>``
+like a payment API's idempotency key: a repeated call with a known key has no further effect.
+``read_side_effects`` and ``effective_side_effects`` show the calls and what took effect.
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from ..errors import WorkItemError
+from ..errors import BadInput, WorkItemError
 from ..store import demo as demo_sql
 from .base import ItemInput, JobContext, JobType
 
-__all__ = ["ERROR_CODES"]
+__all__ = ["ERROR_CODES", "SIDE_EFFECTS_DIR", "side_effects_path", "read_side_effects", "effective_side_effects"]
+
+SIDE_EFFECTS_DIR = "side_effects"
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-z]{2,}")
 
@@ -38,9 +49,50 @@ class _Platform:
     tax_regions: dict[str, float | None]
     emails: dict[str, str]
     card_expiry: dict[str, dt.date]
+    ledger: str | None = None  # the side-effect ledger file, when the job's params ask for one
+
+
+def side_effects_path(home: str | Path, client: str, job: str) -> Path:
+    """The side-effect ledger of one client's job (a JSON line per call)."""
+    return Path(home) / SIDE_EFFECTS_DIR / f"{client}-{job}.jsonl"
+
+
+def read_side_effects(home: str | Path, client: str, job: str | None = None) -> list[dict[str, Any]]:
+    """Every side-effect call made for a client (of one job when given), in the order made per job."""
+    folder = Path(home) / SIDE_EFFECTS_DIR
+    files = [side_effects_path(home, client, job)] if job else sorted(folder.glob(f"{client}-*.jsonl"))
+    calls: list[dict[str, Any]] = []
+    for path in files:
+        if path.is_file():
+            with path.open(encoding="utf-8") as f:
+                calls.extend(c for c in map(json.loads, f) if c["client"] == client)
+    return calls
+
+
+def effective_side_effects(calls: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What took effect: the first call per key (a repeated call with a known key changes nothing)."""
+    effective: dict[str, dict[str, Any]] = {}
+    for call in calls:
+        effective.setdefault(call["key"], call)
+    return effective
+
+
+def _record_side_effect(ledger: str, ctx: JobContext, account_id: str) -> None:
+    """Append one call to the ledger: one write() on an O_APPEND file, so worker threads (and
+    processes) never interleave their lines."""
+    day = ctx.run_date.isoformat()
+    line = json.dumps({"job": ctx.job, "client": ctx.client, "account_id": account_id, "run_date": day,
+                       "key": f"{ctx.client}/{account_id}/{day}/{ctx.job}", "pid": os.getpid()}) + "\n"
+    fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
 
 
 class _DemoJob(JobType):
+    has_side_effect: ClassVar[bool] = False  # a successful call changes something outside the platform
+
     def list_work_items(self, ctx: JobContext) -> pa.Table:
         assert ctx.store is not None
         accounts = ctx.store.read(lambda con: demo_sql.accounts(con, ctx.client))
@@ -57,6 +109,7 @@ class _DemoJob(JobType):
 
     def prepare(self, ctx: JobContext) -> _Platform:
         assert ctx.store is not None
+        ledger = self._ledger(ctx)
 
         def load(con):
             cat = demo_sql.catalog(con, ctx.client)
@@ -66,15 +119,30 @@ class _DemoJob(JobType):
                 tax_regions=cat.get("tax_region", {}),
                 emails={a["account_id"]: a["email"] for a in acc},
                 card_expiry={a["account_id"]: a["card_expiry"] for a in acc},
+                ledger=ledger,
             )
 
         return ctx.store.read(load)
+
+    def _ledger(self, ctx: JobContext) -> str | None:
+        """The ledger file of this job run (None: no ledger); made here, where the workspace is known."""
+        mode = ctx.params.get("side_effects")
+        if not mode or not self.has_side_effect:
+            return None
+        if mode != "ledger":
+            raise BadInput(f"job {ctx.job}: params.side_effects must be 'ledger', not {mode!r}")
+        assert ctx.store is not None
+        path = side_effects_path(ctx.store.path.parent, ctx.client, ctx.job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(path)
 
     def process_item(self, item: ItemInput, state: _Platform, ctx: JobContext) -> None:
         delay = float(ctx.params.get("item_delay_ms", 0) or 0)
         if delay:
             time.sleep(delay / 1000.0)
         self.check(item.payload, state, ctx)
+        if state.ledger:
+            _record_side_effect(state.ledger, ctx, item.account_id)
 
     def check(self, payload: dict[str, Any], state: _Platform, ctx: JobContext) -> None:
         return None
@@ -116,6 +184,7 @@ class BillRun(_DemoJob):
 
 class InvoiceDelivery(_DemoJob):
     name = "demo.invoice_delivery"
+    has_side_effect = True  # an invoice e-mailed
 
     def payload(self, account, ctx):
         return {
@@ -133,6 +202,7 @@ class InvoiceDelivery(_DemoJob):
 
 class PaymentCollection(_DemoJob):
     name = "demo.payment_collection"
+    has_side_effect = True  # a card charged
 
     def payload(self, account, ctx):
         return {
