@@ -285,10 +285,15 @@ class Workspace(WorkspaceReads):
         self.config(client, schedule)
         token = lease.new_token()
         chosen: list[Selection] = []
+        notes: list[str] = []
 
         def begin(con):
             row, jobs = self._check(con, action, client, schedule, day, job)
             chosen.clear()  # the write path may run this again after a conflict
+            notes.clear()
+            if row.lease_token and self._phase(row) is Phase.STALLED:  # the crashed run leaves no entry of its own
+                notes.append(f"took over a run whose owner was lost ({row.lease_host} pid {row.lease_pid}, "
+                             f"last heartbeat {row.lease_heartbeat:%Y-%m-%d %H:%M:%S})")
             chosen.append(select(con, jobs) if select else Selection())
             now = self.clock()
             ex_sql.take_lease(con, row.execution_id, token, lease.HOST, os.getpid(), now)
@@ -309,7 +314,7 @@ class Workspace(WorkspaceReads):
             return self.execution(client, schedule, day).status.value
 
         try:
-            self._audited(action.value, client, schedule, day, job, run, target)
+            self._audited(action.value, client, schedule, day, job, run, target, notes)
         finally:
             if chosen:  # a run took place (to its end or to a failure): tell whom it concerns
                 self._notify(client, schedule, day)
@@ -372,8 +377,10 @@ class Workspace(WorkspaceReads):
         """Append one entry to the audit log under this workspace's actor and clock."""
         self._audit(action, client, target, outcome, reason)
 
-    def _audited(self, action: str, client, schedule, day, job, fn: Callable[[], Any], detail: str = "") -> Any:
-        """Run an action and append its outcome (done, refused with reason, or failed) to the audit log."""
+    def _audited(self, action: str, client, schedule, day, job, fn: Callable[[], Any], detail: str = "",
+                 notes: list[str] | None = None) -> Any:
+        """Run an action and append its outcome (done, refused with reason, or failed) to the audit log;
+        ``notes`` (filled while it runs) become the reason of a done entry."""
         target = f"{client}/{schedule} {day}" + (f" job {job}" if job else "") + detail
         try:
             reason = role_refusal(self.role, action)
@@ -389,7 +396,7 @@ class Workspace(WorkspaceReads):
         except Exception as exc:
             self._audit(action, client, target, "failed", f"{type(exc).__name__}: {exc}")
             raise
-        self._audit(action, client, target, result if isinstance(result, str) else "done", "")
+        self._audit(action, client, target, result if isinstance(result, str) else "done", "; ".join(notes or ()))
         return result
 
     def _audit(self, action: str, client: str | None, target: str, outcome: str, reason: str) -> None:

@@ -65,6 +65,9 @@ def test_a_stale_heartbeat_is_owner_lost_everywhere_and_process_takes_the_run_ov
     # Process takes over: a new lease, the run goes to its end, the lease is released.
     e = created.process(C, S, DAY)
     assert e.status is ExecutionStatus.ERRORED and e.lease is None
+    entry = created.audit(limit=1)[0]  # the lost run left no entry of its own; the takeover says whose it was
+    assert (entry.action, entry.outcome) == ("process", "ERRORED")
+    assert entry.reason.startswith(f"took over a run whose owner was lost ({OTHER_HOST} pid 4242, last heartbeat")
     # The old owner wakes up: every write it tries is refused, nothing of it lands.
     row = created.store.read(lambda con: ex_sql.find_execution(con, C, S, DAY))
     ghost = _Run(row.execution_id, row.generation, C, S, DAY, old)
