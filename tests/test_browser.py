@@ -272,3 +272,58 @@ def test_a_preheated_page_shows_what_changed_after_its_kernel_ran_the_notebook(
         expect(ticks.first).to_be_attached(timeout=15_000)
     finally:
         page.context.close()
+
+
+def test_fix_and_retry_of_one_work_item_in_the_payload_editor(dashboard: Dashboard, workspace: Path,
+                                                              server: VoilaServer) -> None:
+    """An errored work item's payload edited as JSON in the work items drawer: invalid JSON is an
+    error line in the editor (nothing runs); valid JSON is saved beside the original and the item
+    alone runs again, leaving the errored list once its data is repaired."""
+    from allegro_ops import Workspace
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "allegro_ops.cli", "--home", str(workspace), *args],
+                              capture_output=True, text=True, timeout=120, env=server.env)
+
+    assert cli("create", "globex", "daily-billing", RUN_DATE).returncode == 0
+    cli("process", "globex", "daily-billing", RUN_DATE)  # stops ERRORED at bill-run (exit code aside)
+    board, page = dashboard, dashboard.page
+    board.pick_schedule("globex", "daily-billing")
+    board.pick_date(RUN_DATE)
+    board.wait_status("ERRORED")
+    board.wait_job_status("bill-run", "ERRORED")
+
+    board.job_action("bill-run", "ao-job-stats")
+    board.drawer("ao-stats-drawer").locator("button.ao-errors-info").click()
+    code_row = board.drawer("ao-errors-drawer").locator(".ao-error-row").first
+    expect(code_row.locator("button.ao-retry-code")).to_be_enabled()
+    code = code_row.locator(".ao-error-code").inner_text().strip()
+    code_row.locator("button.ao-view").click()
+    row = board.drawer("ao-items-drawer").locator(".ao-item-row").first
+    account = row.locator(".ao-account-id").inner_text().strip()
+    row.locator("button.ao-edit-item").click()
+    editor = page.locator(".ao-item-editor")
+    expect(editor).to_be_visible()
+    expect(editor).to_contain_text(account)
+    area = editor.locator(".ao-editor-text textarea")
+    original = json.loads(area.input_value())
+    assert original and "\n" in area.input_value()  # the payload, pretty-printed
+
+    attempts_before = len(Workspace(workspace, actor="browser-test").account_history("globex", account))
+    area.fill('{"checked_by": ')
+    editor.locator("button.ao-retry-item").click()
+    expect(editor.locator(".ao-editor-error")).to_contain_text("bad payload: not valid JSON")
+    assert len(Workspace(workspace, actor="browser-test").account_history("globex", account)) == attempts_before
+
+    resolved = cli("demo", "resolve", "globex", "--code", code)
+    assert resolved.returncode == 0, resolved.stderr
+    area.fill(json.dumps({**original, "checked_by": "browser"}, indent=2))
+    editor.locator("button.ao-retry-item").click()
+    expect(page.locator(".ao-item-editor")).to_have_count(0)
+    expect(page.locator(".ao-items-drawer .ao-item-row", has_text=account)).to_have_count(0)
+    assert board.message() == ""
+    ws = Workspace(workspace, actor="browser-test")
+    history = ws.account_history("globex", account)
+    assert len(history) == attempts_before + 1 and history[0]["status"] == "PROCESSED"
+    edit = next(e for e in ws.audit(limit=20) if e.action == "item payload edit")
+    assert account in edit.target and '"checked_by": "browser"' in edit.reason and edit.actor == "browser-test"

@@ -1,9 +1,9 @@
 """The activity pane of one schedule: display-only config attributes, the header bar (status
-circle, Create/Recreate/Process/Reprocess/Reset, the run date, Refresh), the inline confirmation
-of destructive actions, one tile per job, the history charts and, over them, the drawers with
-their backdrop (a click beside the drawers closes one level); and the two threads of live
-execution: the Runner that runs an action off the page's thread and the Refresher that re-reads
-a live run."""
+circle with the LATE badge, Create/Recreate/Process/Reprocess/Reset, the run date, Refresh), the
+inline confirmation of destructive actions (Recreate's lists what it will change), one tile per
+job, the history charts and, over them, the drawers with their backdrop (a click beside the
+drawers closes one level); and the two threads of live execution: the Runner that runs an
+action off the page's thread and the Refresher that re-reads a live run."""
 from __future__ import annotations
 
 import datetime as dt
@@ -18,7 +18,7 @@ from allegro_ops import JobAction, ScheduleAction
 from .charts import Charts
 from .drawers import Drawers
 from .job_tile import JobTile, apply, close_tree, make_button, make_html, show, tiles_match
-from .views import ActivityView, Confirmation, badge_html, esc
+from .views import ActivityView, Confirmation, badge_html, confirmation_html, esc, late_html
 
 __all__ = ["ActivityPane", "ActivityHandlers", "Runner", "Refresher"]
 
@@ -103,7 +103,7 @@ class ActivityPane(widgets.VBox):
             return
         self.title.value = f"<b>{esc(view.client)}</b> / <b>{esc(view.schedule)}</b> · job schedule"
         self.config.value = _config_html(view)
-        self.status.value = badge_html(view.status)
+        self.status.value = badge_html(view.status) + late_html(view.late)
         for action, button in self.buttons.items():
             apply(button, view.actions[action])
         self._render_tiles(view)
@@ -124,7 +124,7 @@ class ActivityPane(widgets.VBox):
             close_tree(tile)
 
     def _render_confirm(self, confirmation: Confirmation | None) -> None:
-        self.confirm_text.value = f"<b>{esc(confirmation.text)}</b>" if confirmation else ""
+        self.confirm_text.value = confirmation_html(confirmation) if confirmation else ""
         show(self.confirm_bar, confirmation is not None)
 
     def tile(self, job: str) -> JobTile:

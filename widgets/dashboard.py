@@ -1,5 +1,6 @@
 """The operations dashboard: navigation, activity pane, drawers, charts and the account view,
-wired to a ViewState. Process, Reprocess and Retry run in a background thread; while a run is
+wired to a ViewState. Process, Reprocess and the Retries (of a job, of one error code, of one
+corrected work item) run in a background thread; while a run is
 live a refresher re-reads the execution every ~1 s. Every failure shows on the page: engine
 errors as a one-line message, anything else with its traceback in the Details output."""
 from __future__ import annotations
@@ -70,9 +71,11 @@ class Dashboard(widgets.VBox):
         self.details = widgets.Accordion(children=[self.traceback_output], titles=("Details",))
         self.details.add_class("ao-log")
         show(self.details, False)
-        self.drawers = Drawers(DrawerHandlers(self._guard(self._errors_info), self._guard(self._view),
-                                              self._guard(self._page), self._guard(self._cancel),
-                                              self._guard(self._close_all)))
+        self.drawers = Drawers(DrawerHandlers(
+            self._guard(self._errors_info), self._guard(self._view), self._guard(self._page),
+            self._guard(self._cancel), self._guard(self._close_all), retry_code=self._guard(self._retry_code),
+            edit_item=self._guard(self._edit_item), edit_text=self.state.edit_text,
+            retry_item=self._guard(self._retry_item), cancel_edit=self._guard(self._cancel_edit)))
         self.charts = Charts(on_mode=self._guard(self._render_charts))
         self.activity = ActivityPane(ActivityHandlers(self._guard(self._action), self.refresh,
                                                       self._guard(self._date), self._guard(self._confirm),
@@ -177,7 +180,7 @@ class Dashboard(widgets.VBox):
             view = s.activity()
             hint = "" if view else ("Choose a run date." if s.client and s.run_date is None else "")
             self.activity.render(view, s.confirmation, hint)
-            self.drawers.render(s.stats(), s.drawers.errors_open, s.drawers.pager)
+            self._render_drawers()
         if self._live and self.state.auto_refresh():
             self.refresher.start()
 
@@ -229,7 +232,11 @@ class Dashboard(widgets.VBox):
     def _render_widgets_only(self) -> None:
         s = self.state
         self.activity.render(s.activity(), s.confirmation)
-        self.drawers.render(s.stats(), s.drawers.errors_open, s.drawers.pager)
+        self._render_drawers()
+
+    def _render_drawers(self) -> None:
+        s = self.state
+        self.drawers.render(s.stats(), s.drawers.errors_open, s.drawers.pager, s.drawer_actions(), s.editor())
 
     def _run_ended(self) -> None:
         if not self._closed.is_set():
@@ -297,6 +304,7 @@ class Dashboard(widgets.VBox):
         """Show how the action ended (the execution it returned, else a fresh read) and the charts."""
         with self._lock:
             self.state.refresh(execution)
+            self.state.page(0)  # the open work item page, re-read: a retried item leaves it when fixed
             self._render()
         self._render_charts()
 
@@ -325,6 +333,38 @@ class Dashboard(widgets.VBox):
         with self._lock:
             self.state.drawers.close_all()
             self._render()
+
+    def _retry_code(self, code: str) -> None:
+        """Retry on a row of the errors-by-code drawer: that code's work items, in the background."""
+        self.message.clear()
+        job = self.state.drawers.job
+        if job is None:
+            return
+        self._launch(f"job retry {job} code {code}", lambda target: self.state.retry_code(target, job, code))
+
+    def _edit_item(self, account_id: str) -> None:
+        with self._lock:
+            self.state.edit_item(account_id)
+            self._render()
+
+    def _cancel_edit(self) -> None:
+        with self._lock:
+            self.state.cancel_edit()
+            self._render()
+
+    def _retry_item(self, text: str) -> None:
+        """Retry item: invalid JSON stays in the editor with a one-line error and calls nothing;
+        valid JSON retries the work item alone in the background (saving the edit if it changed)."""
+        self.message.clear()
+        with self._lock:
+            editor = self.state.drawers.editor
+            if editor is None:
+                return
+            if not editor.check(text):
+                self._render()
+                return
+        self._launch(f"item retry {editor.job} {editor.account_id}",
+                     lambda target: self.state.retry_item(target, editor))
 
     def _lookup(self, client: str, account_id: str) -> None:
         """Every work item attempt of one account across dates, jobs and generations."""

@@ -1,6 +1,7 @@
-"""One tile per job of the execution: name, status circle, counts, a progress bar while running,
-and the "⋮" menu with Process, Retry and Stats. Also the small widget factories the other
-dashboard modules share (buttons and HTML carrying the CSS classes the page relies on)."""
+"""One tile per job of the execution: name, status circle (COMPLETED with errors; the LATE badge),
+counts, a progress bar while running, and the "⋮" menu with Process, Retry and Stats. Also the
+small widget factories the other dashboard modules share (buttons and HTML carrying the CSS
+classes the page relies on)."""
 from __future__ import annotations
 
 import re
@@ -10,7 +11,7 @@ import ipywidgets as widgets
 
 from allegro_ops import JobAction
 
-from .views import ButtonView, JobTileView, badge_html, esc
+from .views import ButtonView, JobTileView, badge_html, esc, late_html
 
 __all__ = ["JobTile", "make_button", "make_html", "css_name", "close_tree", "show"]
 
@@ -97,7 +98,7 @@ class JobTile(widgets.VBox):
     def update(self, view: JobTileView) -> None:
         """Show the job's current status, counts, progress and menu enablement."""
         self.title.value = f"<b>{view.sequence}. {esc(view.name)}</b>"
-        self.status.value = badge_html(view.status)
+        self.status.value = badge_html(view.status) + late_html(view.late)
         self.counts.value = counts_html(view)
         self.progress.value = view.progress
         self.progress.description = f"{view.progress:.0%}"

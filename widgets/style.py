@@ -15,6 +15,9 @@ STYLE = """<style>
 .ao-st-not-created { color: #9e9e9e; } .ao-st-pending { color: #1e88e5; }
 .ao-st-in-progress { color: #ffb300; } .ao-st-completed { color: #43a047; }
 .ao-st-errored { color: #e53935; } .ao-st-stalled { color: #fb8c00; }
+.ao-st-completed-errors { color: #9e9d24; }
+.ao-late { background: #b71c1c; color: #fff; font-weight: bold; font-size: 11px; border-radius: 3px;
+  padding: 0 5px; margin-left: 6px; vertical-align: middle; cursor: help; }
 .ao-status { min-width: 150px; }
 .ao-job-menu { padding: 0; font-weight: bold; }
 .ao-header { align-items: center; flex-wrap: wrap; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
@@ -74,5 +77,11 @@ STYLE = """<style>
 .ao-role-bar { font-size: 12px; color: #555; text-align: right; }
 .ao-role-viewer { background: #fff8e1; border: 1px solid #ffb300; border-radius: 4px; padding: 1px 6px; }
 .ao-audit-refused td { background: #fdecea; }
+.ao-preview { margin: 4px 0 0 0; padding-left: 18px; font-size: 12px; max-height: 200px; overflow-y: auto; }
+.ao-error-header .widget-html-content span:nth-child(4) { width: 70px; }
+.ao-item-row .ao-edit-item { flex: 0 0 100px; font-size: 11px; }
+.ao-item-editor { border: 1px solid #9e9d24; background: #fffde7; padding: 6px; margin-top: 6px; }
+.ao-editor-text textarea { font-family: monospace; font-size: 12px; }
+.ao-editor-error { color: #b71c1c; }
 .widget-html-content { line-height: 1.4; }
 </style>"""

@@ -8,25 +8,28 @@ the tests. No ipywidgets here (a test checks it).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from allegro_ops import BadInput, JobAction, ScheduleAction, Workspace
+from allegro_ops import AllegroOpsError, BadInput, JobAction, ScheduleAction, Workspace
 from allegro_ops.models import Execution, JobStats, ScheduleSummary, WorkItem
 
 from .views import (
-    BUSY, DESTRUCTIVE, PROGRESS_COLOURS, STATUS_COLOURS, ActivityView, ButtonView, Clock, Confirmation, ItemRowView,
-    JobTileView, StatsView, StatusBadge, activity_view, badge_html, config_attributes, default_run_date, esc,
-    execution_name, item_rows, nav_groups, pretty_json, progress_html, should_auto_refresh, stats_view, status_badge,
+    BUSY, DESTRUCTIVE, PROGRESS_COLOURS, STATUS_COLOURS, ActivityView, ButtonView, Clock, Confirmation, DrawerActions,
+    EditorView, ItemRowView, JobTileView, StatsView, StatusBadge, activity_view, badge_html, config_attributes,
+    confirmation_html, default_run_date, drawer_actions, esc, execution_name, item_rows, job_badge, late_html,
+    nav_groups, pretty_json, progress_html, same_payload, should_auto_refresh, stats_view, status_badge,
 )
 
 __all__ = [
-    "ViewState", "DrawerStack", "ItemPager",
+    "ViewState", "DrawerStack", "ItemPager", "ItemEditor",
     # re-exported from widgets.views
     "STATUS_COLOURS", "PROGRESS_COLOURS", "BUSY", "Clock", "StatusBadge", "ButtonView", "JobTileView",
     "ActivityView", "StatsView", "ItemRowView", "Confirmation", "status_badge", "activity_view", "stats_view",
     "item_rows", "nav_groups", "default_run_date", "should_auto_refresh", "execution_name", "config_attributes",
-    "esc", "badge_html", "progress_html", "pretty_json",
+    "esc", "badge_html", "progress_html", "pretty_json", "job_badge", "late_html", "DrawerActions", "EditorView",
+    "confirmation_html", "drawer_actions", "same_payload",
 ]
 
 Fetch = Callable[[int, int], list[WorkItem]]  # (after item_no, limit) -> items
@@ -71,28 +74,63 @@ class ItemPager:
 
 
 @dataclass
+class ItemEditor:
+    """The payload of one errored work item being corrected before its retry."""
+
+    job: str
+    code: str
+    account_id: str
+    original: object  # the payload as listed when the editor opened
+    text: str
+    error: str = ""
+
+    def payload(self) -> str | None:
+        """The text to save as the corrected payload; None when it is the same JSON as the original
+        (the item is retried as it is). Call after ``check``."""
+        return None if same_payload(json.loads(self.text), self.original) else self.text
+
+    def check(self, text: str) -> bool:
+        """Keep ``text``; False (with a one-line error) when it is not valid JSON."""
+        self.text = text
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            self.error = f"bad payload: not valid JSON ({' '.join(str(exc).split())})"
+            return False
+        self.error = ""
+        return True
+
+
+@dataclass
 class DrawerStack:
-    """The open drawers: stats of a job, then its errors by code, then one code's work items."""
+    """The open drawers: stats of a job, then its errors by code, then one code's work items (with
+    the payload editor of one of them)."""
 
     job: str | None = None
     stats: JobStats | None = None
     errors_open: bool = False
     pager: ItemPager | None = None
+    editor: ItemEditor | None = None
 
     @property
     def depth(self) -> int:
         return 0 if self.job is None else 1 + self.errors_open + (self.pager is not None)
 
+    def set_pager(self, pager: ItemPager | None) -> None:
+        """Open another code's work items, or close them; the editor goes with the page it came from."""
+        self.pager, self.editor = pager, None
+
     def close_one(self) -> None:
         if self.pager is not None:
-            self.pager = None
+            self.set_pager(None)
         elif self.errors_open:
             self.errors_open = False
         else:
             self.job, self.stats = None, None
 
     def close_all(self) -> None:
-        self.job, self.stats, self.errors_open, self.pager = None, None, False, None
+        self.job, self.stats, self.errors_open = None, None, False
+        self.set_pager(None)
 
 
 class ViewState:
@@ -166,7 +204,7 @@ class ViewState:
                 codes = dict((e.error_code, e.count) for e in self.drawers.stats.errors_by_code)
                 pager = self.drawers.pager
                 if pager is not None and pager.code not in codes:
-                    self.drawers.pager = None  # a retry fixed every item of that code
+                    self.drawers.set_pager(None)  # a retry fixed every item of that code
                 elif pager is not None:
                     pager.count = codes[pager.code]
         return execution
@@ -179,11 +217,18 @@ class ViewState:
 
     # ------------------------------------------------------------------ actions
     def ask(self, action: ScheduleAction) -> Confirmation | None:
-        """Reset and Recreate wait for a confirmation; other actions need none (returns None)."""
+        """Reset and Recreate wait for a confirmation; other actions need none (returns None).
+        Recreate's confirmation lists what it will change (the preview; one read)."""
         target = self.target
         if action not in DESTRUCTIVE or target is None:
             return None
-        self.confirmation = Confirmation(action, *target)
+        details: tuple[str, ...] = ()
+        if action is ScheduleAction.RECREATE:
+            try:
+                details = tuple(self.ws.recreate_preview(*target).lines())
+            except AllegroOpsError as exc:  # Confirm would be refused for the same reason; say it now
+                details = (f"no preview: {exc}",)
+        self.confirmation = Confirmation(action, *target, details)
         return self.confirmation
 
     def run(self, action: ScheduleAction, target: tuple[str, str, dt.date]) -> Execution:
@@ -193,6 +238,52 @@ class ViewState:
     def run_job(self, action: JobAction, target: tuple[str, str, dt.date], job: str) -> Execution:
         method = {JobAction.PROCESS: self.ws.process_job, JobAction.RETRY: self.ws.retry_job}[action]
         return method(*target, job)
+
+    def retry_code(self, target: tuple[str, str, dt.date], job: str, code: str) -> Execution:
+        """Retry of one error code's work items (a row of the errors-by-code drawer)."""
+        return self.ws.retry_job(*target, job, code=code)
+
+    def drawer_actions(self) -> DrawerActions | None:
+        job = self.drawers.job
+        if job is None or self.execution is None:
+            return None
+        return drawer_actions(self.execution, job, self.busy)
+
+    # ------------------------------------------------------------------ fix and retry one work item
+    def edit_item(self, account_id: str) -> ItemEditor:
+        """Open the payload editor of one work item of the open page, its payload pretty-printed."""
+        d = self.drawers
+        item = next((i for i in d.pager.items if i.account_id == account_id), None) if d.pager else None
+        if item is None or d.job is None:
+            raise BadInput(f"work item {account_id} is not on the open page; open its error code first")
+        d.editor = ItemEditor(d.job, d.pager.code, account_id, item.payload, pretty_json(item.payload))
+        return d.editor
+
+    def cancel_edit(self) -> None:
+        self.drawers.editor = None
+
+    def edit_text(self, text: str) -> None:
+        """The editor's text as it is typed: kept, so that a rebuilt drawer does not lose it."""
+        if self.drawers.editor is not None:
+            self.drawers.editor.text = text
+
+    def editor(self) -> EditorView | None:
+        e, actions = self.drawers.editor, self.drawer_actions()
+        if e is None or actions is None:
+            return None
+        return EditorView(e.job, e.code, e.account_id, e.text, e.error, actions.retry_item())
+
+    def retry_item(self, target: tuple[str, str, dt.date], editor: ItemEditor) -> Execution:
+        """Retry the edited work item alone, saving the corrected payload when it changed. On success
+        the editor closes; on a refusal its error line says why and the text stays for another try."""
+        try:
+            execution = self.ws.retry_item(*target, editor.job, editor.account_id, payload=editor.payload())
+        except AllegroOpsError as exc:
+            editor.error = str(exc)
+            raise
+        if self.drawers.editor is editor:
+            self.drawers.editor = None
+        return execution
 
     # ------------------------------------------------------------------ drawers
     def open_stats(self, job: str) -> StatsView:
@@ -208,14 +299,16 @@ class ViewState:
 
     def open_errors(self) -> None:
         if self.drawers.job is not None:
-            self.drawers.errors_open, self.drawers.pager = True, None
+            self.drawers.errors_open = True
+            self.drawers.set_pager(None)
 
     def open_items(self, code: str) -> ItemPager:
         d = self.drawers
         count = dict(self.stats().errors).get(code, 0) if d.stats else 0
         pager = ItemPager(code, count, self.page_size)
         pager.load(self._fetch(code))
-        d.errors_open, d.pager = True, pager
+        d.errors_open = True
+        d.set_pager(pager)
         return pager
 
     def page(self, step: int) -> None:
@@ -230,6 +323,9 @@ class ViewState:
             pager.previous(fetch)
         else:
             pager.load(fetch)
+        editor = self.drawers.editor
+        if editor is not None and (step or editor.account_id not in {i.account_id for i in pager.items}):
+            self.drawers.editor = None  # its work item is no longer on the page (fixed, or paged away)
 
     def _fetch(self, code: str) -> Fetch:
         target, job = self._need_target(), self.drawers.job
