@@ -320,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
 from . import cli_analyst  # noqa: E402,F401  (registers export)
 from . import cli_scheduler  # noqa: E402,F401  (registers scheduler, run, backfill)
 from . import cli_admin  # noqa: E402,F401  (registers backup, restore)
+from . import cli_notify  # noqa: E402,F401  (registers notify)
 
 if __name__ == "__main__":
     # Run as ``python -m allegro_ops.cli``: use the package's module, where every command is registered.

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import calendars
+from . import calendars, notify
 from .errors import ActionRefused, AllegroOpsError
 from .holiday_sets import holidays_of
 from .models import ScheduleConfig
@@ -43,7 +43,8 @@ DEFAULT_CATCH_UP = dt.timedelta(days=3)
 AUDIT_ACTION = "scheduler"
 # Decisions: processed, resumed (a STALLED run), done (COMPLETED), left (ERRORED: reprocessing is
 # an operator's call), running (a live run owns it), lost race, failed, skipped (non-business day),
-# planned (dry run), not due, manual, not started (the scheduler was stopping).
+# planned (dry run), not due, manual, not started (the scheduler was stopping); notified and
+# notify failed (a notification of an execution: LATE, or one not sent after its run).
 ACTED = frozenset({"processed", "resumed"})
 
 
@@ -131,6 +132,8 @@ def run_pass(
                                       reason="the scheduler is stopping"))
             continue
         decisions.append(_handle(ws, config, slot, via_notebook, dry_run))
+    if not dry_run and not (should_stop is not None and should_stop()):
+        decisions += _notifications(ws, now)
     return PassReport(now, start, tuple(decisions), plan.next_due)
 
 
@@ -246,6 +249,19 @@ def _handle(ws: Workspace, config: ScheduleConfig, slot: calendars.RunSlot, via_
     except Exception as exc:  # noqa: BLE001 - one schedule's failure must not stop the others
         return Decision(c, s, day, "failed", _status(ws, c, s, day), f"{type(exc).__name__}: {exc}")
     return Decision(c, s, day, kind, execution.status.value)
+
+
+def _notifications(ws: Workspace, now: dt.datetime) -> list[Decision]:
+    """Once per pass: LATE executions, and ERRORED or COMPLETED-after-errors ones not notified yet
+    (allegro_ops/notify.py); each delivery is a decision ``notified`` or ``notify failed``."""
+    try:
+        deliveries = notify.check_due(ws, now)
+    except Exception as exc:  # noqa: BLE001 - a bad notifications.yaml must not stop the scheduler
+        reason = str(exc) if isinstance(exc, AllegroOpsError) else f"{type(exc).__name__}: {exc}"
+        note(ws, None, notify.NOTIFICATIONS_FILE, "failed", reason)
+        return [Decision("-", "notifications", None, "failed", reason=reason)]
+    return [Decision(d.client, d.schedule, d.run_date, "notified" if d.outcome == "sent" else "notify failed",
+                     d.status, f"{d.event} -> {d.channel} {d.target}: {d.detail}") for d in deliveries]
 
 
 def _via_notebook(ws: Workspace, c: str, s: str, day: dt.date, kind: str) -> Decision:
