@@ -25,6 +25,8 @@ __all__ = ["load_path", "parse_document", "content_hash", "from_snapshot", "to_y
 
 _NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 MAX_CONFIG_BYTES = 1_000_000
+# A file of MAX_CONFIG_BYTES holds fewer values than this; more can only come from aliases (a YAML bomb).
+MAX_YAML_VALUES = 1_000_000
 
 
 class _Job(BaseModel):
@@ -40,6 +42,14 @@ class _Job(BaseModel):
     # Accepted errors: a job that ends within them is COMPLETED with errors and the schedule goes on.
     max_errors: int | None = Field(default=None, ge=0)
     max_error_rate: float | None = Field(default=None, ge=0, le=1)
+
+    @field_validator("batch_size", "concurrency", "item_timeout_s", "batch_timeout_s", "max_errors", mode="before")
+    @classmethod
+    def _not_bool(cls, value: Any) -> Any:
+        """YAML's true and false are not numbers (pydantic would take them as 1 and 0)."""
+        if isinstance(value, bool):
+            raise ValueError("expected a number, not true or false")
+        return value
 
     @field_validator("max_error_rate", mode="before")
     @classmethod
@@ -130,7 +140,7 @@ class _Calendar(BaseModel):
     def _valid_timezone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder ("Europe"), a name too long
             raise ValueError(f"unknown IANA timezone {value!r}") from None
         return value
 
@@ -216,9 +226,13 @@ def _load_file(file: Path) -> list[ScheduleConfig]:
         raise InvalidConfig(source, "", f"file is larger than {MAX_CONFIG_BYTES} bytes")
     try:
         text = file.read_text(encoding="utf-8")
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
     except UnicodeDecodeError:
         raise InvalidConfig(source, "", "file is not UTF-8 text") from None
+    except OSError as exc:
+        raise InvalidConfig(source, "", f"cannot read the file: {exc.strerror or type(exc).__name__}") from None
+    except _Expansion as exc:
+        raise InvalidConfig(source, "", str(exc)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else ""
@@ -230,6 +244,44 @@ def _load_file(file: Path) -> list[ScheduleConfig]:
     if not docs:
         raise InvalidConfig(source, "", "the file holds no schedule")
     return [parse_document(d, source) for d in docs]
+
+
+class _Expansion(Exception):
+    """A document whose aliases expand beyond MAX_YAML_VALUES values, or refer to themselves."""
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present: ~7x faster
+    """The safe loader, refusing a document before it is built when its aliases would expand it
+    past MAX_YAML_VALUES values (billion laughs) or make it recursive."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expansion(node)
+        return super().construct_document(node)
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Count the values of the document with every alias expanded, without expanding it (each
+    node once, iteratively: deep nesting costs no stack)."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else (
+            node.value if isinstance(node, yaml.SequenceNode) else [])
+        if children_done:
+            on_path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(node)] > MAX_YAML_VALUES:
+                raise _Expansion(f"the YAML aliases expand to more than {MAX_YAML_VALUES} values")
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in on_path:
+            raise _Expansion("a YAML alias refers to a value that contains it (recursive data)")
+        on_path.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
 
 
 def content_hash(config: ScheduleConfig) -> str:

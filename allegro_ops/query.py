@@ -344,6 +344,8 @@ def _export_target(out: str | os.PathLike, overwrite: bool) -> Path:
     text = os.fspath(out)
     if not text or "\x00" in text:
         raise BadInput("bad output path: empty or contains a NUL character")
+    if not _is_text(text):
+        raise BadInput(f"bad output path {text!r}: not UTF-8 text")
     target = Path(text).expanduser().absolute()
     if not target.parent.is_dir():
         raise BadInput(f"bad output path {target}: folder {target.parent} does not exist")
@@ -396,7 +398,19 @@ def _names(label: str, value: Names) -> tuple[str, ...]:
     values = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, Iterable) else None
     if values is None or not values or not all(isinstance(v, str) for v in values):
         raise BadInput(f"bad {label} filter {value!r}: a name or a non-empty list of names")
+    if not all(_is_text(v) for v in values):
+        raise BadInput(f"bad {label} filter {value!r}: not UTF-8 text (a lone surrogate)")
     return values
+
+
+def _is_text(value: str) -> bool:
+    """Whether DuckDB can take the string: it must encode as UTF-8 (no lone surrogates, which
+    undecodable bytes of a command line turn into)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _filters(client: Names = None, schedule: Names = None, date_from: DateLike = None, date_to: DateLike = None,
