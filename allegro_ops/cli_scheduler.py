@@ -17,6 +17,7 @@ import click
 from . import lease
 from .backfill import REPROCESS_MODES, BackfillStep, BackfillStopped, backfill, backfill_dates
 from .cli import _emit, _ws, cli, json_option
+from .dates import MAX_DATE, MIN_DATE
 from .errors import ActionRefused, AllegroOpsError, BadInput
 from .run_report import ACTIONS
 from .scheduler import SCHEDULER_ACTOR, PassReport, note, run_forever, run_pass
@@ -42,6 +43,8 @@ def _timestamp(value: str | None) -> dt.datetime | None:
         moment = dt.datetime.fromisoformat(value.strip())
     except ValueError:
         raise BadInput(f"bad timestamp {value!r}: expected ISO 8601, e.g. 2026-11-25T09:00:00Z") from None
+    if not MIN_DATE <= moment.date() <= MAX_DATE:
+        raise BadInput(f"bad timestamp {value!r}: run dates lie between {MIN_DATE} and {MAX_DATE}")
     return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
 
 

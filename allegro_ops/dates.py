@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from .errors import BadInput
 
 __all__ = ["parse_date", "utc_now", "MIN_DATE", "MAX_DATE"]
 
 MIN_DATE, MAX_DATE = dt.date(1990, 1, 1), dt.date(2100, 12, 31)
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def utc_now() -> dt.datetime:
@@ -21,7 +23,7 @@ def parse_date(value: str | dt.date) -> dt.date:
     if not isinstance(value, dt.date):
         text = str(value).strip()
         try:
-            if len(text) != 10:
+            if not _ISO_DAY.fullmatch(text):  # fromisoformat alone also takes week dates (2026-W48-2)
                 raise ValueError
             value = dt.date.fromisoformat(text)
         except ValueError:

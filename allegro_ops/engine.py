@@ -270,7 +270,9 @@ class Engine:
             jobs = ex_sql.jobs_of(con, run.execution_id, run.generation)
             status = derive_execution_status([JobStatus(j.status) for j in jobs])
             finished = self.clock() if status.value in ("COMPLETED", "ERRORED") else None
-            ex_sql.set_execution(con, run.execution_id, status=status.value, finished_at=finished)
+            ran = any(j.started_at is not None for j in jobs)  # e.g. not when listing the first job failed
+            ex_sql.set_execution(con, run.execution_id, status=status.value, finished_at=finished,
+                                 **({} if ran else {"started_at": None}))
             ex_sql.release_lease(con, run.execution_id, run.token)
             faults.point("settling")
 
@@ -361,5 +363,21 @@ def _normalize_items(items: Any, job_name: str) -> pa.Table:
             encoded.append(encode(payload))
         except (TypeError, ValueError) as exc:
             raise BadInput(f"job {job_name}: work item {account!r}: payload is not JSON-serializable ({exc})") from None
-    return pa.table({"account_id": pa.array([str(a) for a in accounts], pa.string()),
-                     "payload": pa.array(encoded, pa.string())})
+    accounts = [str(a) for a in accounts]
+    try:
+        return pa.table({"account_id": pa.array(accounts, pa.string()), "payload": pa.array(encoded, pa.string())})
+    except UnicodeEncodeError:  # a lone surrogate somewhere: find it (the slow path only runs then)
+        pass
+    for account in accounts:
+        if not _encodable(account):
+            raise BadInput(f"job {job_name}: work item {account!r}: account id is not valid UTF-8 text") from None
+    encoded = [p if _encodable(p) else json.dumps(json.loads(p), ensure_ascii=True) for p in encoded]
+    return pa.table({"account_id": pa.array(accounts, pa.string()), "payload": pa.array(encoded, pa.string())})
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False

@@ -162,8 +162,6 @@ def test_parse_date_refuses_every_bad_form_in_one_line(value):
     assert_one_line(str(info.value), "bad date")
 
 
-@pytest.mark.xfail(strict=True, reason="allegro_ops/dates.py parse_date: date.fromisoformat takes the ISO week "
-                                       "date 2026-W48-2 (10 characters) as 2026-11-24; see the bad-input report")
 def test_an_iso_week_date_is_not_a_run_date():
     with pytest.raises(BadInput):
         parse_date("2026-W48-2")
@@ -296,9 +294,6 @@ def test_scheduler_refuses_a_bad_now_with_exit_2(ws, cli, now):
     assert_unchanged(ws, before)
 
 
-@pytest.mark.xfail(strict=True, reason="cli_scheduler._timestamp takes any datetime: year 9999 or 1 overflows "
-                                       "(OverflowError, exit 1 with a traceback), 1900 fails every decision "
-                                       "(exit 1); see the bad-input report")
 @pytest.mark.parametrize("now", ["9999-12-31T00:00:00", "0001-01-01T00:00:00", "1900-01-01T00:00:00"])
 def test_scheduler_refuses_a_now_outside_the_run_dates_with_exit_2(ws, cli, now):
     code, out, err = cli("scheduler", "--once", "--dry-run", "--now", now)
@@ -370,9 +365,6 @@ def test_cli_as_a_process_exits_2_or_3_with_one_line_and_changes_nothing(ws, cli
     assert not Path(out).exists()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "service/store: a name with a lone surrogate (from non-UTF-8 argv bytes) reaches DuckDB, which raises "
-    "InvalidInputException: exit 1 with a traceback; see the bad-input report"))
 def test_cli_names_that_are_not_utf8_exit_2(ws, cli_cmd, cli_env, tmp_path):
     commands = [["status", b"\xff", S, RUN], ["audit", "--client", b"\xff"]]
     for proc in _run_all(cli_cmd, dict(cli_env, ALLEGRO_OPS_HOME=str(ws.home), HOME=str(tmp_path)), commands):
@@ -728,7 +720,7 @@ def assert_listing_refused(ws: Workspace, schedule: str, account: str) -> None:
     (job,) = e.jobs
     assert (e.status.value, job.status, job.total) == ("PENDING", JobStatus.PENDING, 0)
     assert e.actions[ScheduleAction.PROCESS]  # Process can be tried again
-    added = assert_unchanged(ws, before, tolerate=("executions", "started_at"))  # see the xfail below
+    added = assert_unchanged(ws, before)
     assert [(a[3], a[6], a[7]) for a in added] == [("process", "failed", str(info.value))]
 
 
@@ -737,9 +729,6 @@ def test_a_payload_that_is_not_json_fails_process_naming_the_item_and_stores_not
     assert_listing_refused(workspace, listing_schedule(workspace, tmp_path, kind), BAD_LISTINGS[kind])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "service._run sets the execution's started_at before the engine lists work items and nothing puts it back "
-    "when listing fails; see the bad-input report"))
 def test_a_process_that_failed_listing_leaves_the_execution_not_started(workspace, tmp_path):
     schedule = listing_schedule(workspace, tmp_path, "set")
     with pytest.raises(BadInput):
@@ -747,17 +736,10 @@ def test_a_process_that_failed_listing_leaves_the_execution_not_started(workspac
     assert workspace.execution("hostile", schedule, RUN).started_at is None
 
 
-ENGINE_SURROGATES = pytest.mark.xfail(strict=True, raises=UnicodeEncodeError, reason=(
-    "engine._normalize_items hands a lone surrogate to pyarrow: UnicodeEncodeError instead of BadInput "
-    "(or a payload kept as a JSON escape); see the bad-input report"))
-
-
-@ENGINE_SURROGATES
 def test_a_lone_surrogate_in_an_account_id_fails_process_naming_the_item(workspace, tmp_path):
     assert_listing_refused(workspace, listing_schedule(workspace, tmp_path, "surrogate-account"), "ACC-\ud800")
 
 
-@ENGINE_SURROGATES
 def test_a_lone_surrogate_in_a_payload_is_refused_or_kept_intact(workspace, tmp_path):
     schedule = listing_schedule(workspace, tmp_path, "surrogate-payload")
     try:

@@ -241,9 +241,6 @@ def test_hostile_values_in_workspace_reads_are_not_found_or_empty(ws, read):
     assert contents(ws) == before
 
 
-@pytest.mark.xfail(strict=True, raises=duckdb.InvalidInputException, reason=(
-    "service/store: a lone surrogate reaches DuckDB as a parameter and fails its UTF-8 conversion; see the "
-    "bad-input report"))
 def test_lone_surrogates_in_workspace_reads_are_bad_input(ws):
     for read in _workspace_reads("bill-run").values():
         with pytest.raises(BadInput):

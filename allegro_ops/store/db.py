@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import duckdb
 
-from ..errors import StoreBusy
+from ..errors import BadInput, StoreBusy
 from .migrations import migrate
 
 __all__ = ["Store", "DB_FILENAME"]
@@ -49,6 +49,13 @@ def _file_lock(path: Path) -> threading.RLock:
 
 def _is_lock_error(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.IOException) and any(m in str(exc) for m in _LOCK_MARKERS)
+
+
+def _not_utf8(exc: BaseException) -> BadInput | None:
+    """Text that cannot be UTF-8 (a lone surrogate from non-UTF-8 bytes) handed to DuckDB as a value."""
+    if isinstance(exc, duckdb.InvalidInputException) and "cannot encode str as UTF-8" in str(exc):
+        return BadInput("bad text: a value is not valid UTF-8 (" + str(exc).rsplit(": ", 1)[-1] + ")")
+    return None
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -167,7 +174,10 @@ class Store:
 
     def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         with self.connect() as con:
-            return fn(con)
+            try:
+                return fn(con)
+            except duckdb.InvalidInputException as exc:
+                raise (_not_utf8(exc) or exc) from None
 
     def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """The one write path: ``fn`` runs in a transaction, retried on a write-write conflict."""
@@ -185,6 +195,8 @@ class Store:
                         con.execute("ROLLBACK")
                     except duckdb.Error:
                         pass
+                    if (bad := _not_utf8(exc)) is not None:
+                        raise bad from None
                     if not _is_conflict(exc) or time.monotonic() > deadline:
                         raise
             time.sleep(delay * (1 + random.random()))
