@@ -23,10 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from .errors import BadInput, InvalidConfig
 from .states import Role
+from .yaml_files import read_mapping
 
 __all__ = ["Access", "resolve_access", "ROLE_ENV", "ACCESS_FILE"]
 
@@ -34,7 +33,6 @@ ROLE_ENV = "ALLEGRO_OPS_ROLE"
 ACTOR_ENV = "ALLEGRO_OPS_ACTOR"
 HUB_USER_ENV = "JUPYTERHUB_USER"
 ACCESS_FILE = "access.yaml"
-_MAX_ACCESS_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -73,14 +71,7 @@ def resolve_access(home: str | Path, env: Mapping[str, str] | None = None, actor
 
 
 def _mapped_role(path: Path, user: str) -> tuple[Role, str]:
-    if path.stat().st_size > _MAX_ACCESS_BYTES:
-        raise InvalidConfig(str(path), "", f"larger than {_MAX_ACCESS_BYTES} bytes")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InvalidConfig(str(path), "", " ".join(str(exc).split())) from None
-    if not isinstance(data, dict):
-        raise InvalidConfig(str(path), "", "expected a mapping with 'default' and 'users'")
+    data = read_mapping(path, "a mapping with 'default' and 'users'")
     unknown = set(data) - {"default", "users"}
     if unknown:
         raise InvalidConfig(str(path), sorted(map(str, unknown))[0], "unknown key (expected default, users)")

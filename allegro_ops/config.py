@@ -20,13 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .calendars import fires_ever
 from .errors import InvalidConfig
 from .models import Calendar, JobConfig, ScheduleConfig
+from .yaml_files import MAX_CONFIG_BYTES, MAX_YAML_VALUES, read_documents  # noqa: F401  (the limits: re-exported)
 
 __all__ = ["load_path", "parse_document", "content_hash", "from_snapshot", "to_yaml"]
 
 _NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
-MAX_CONFIG_BYTES = 1_000_000
-# A file of MAX_CONFIG_BYTES holds fewer values than this; more can only come from aliases (a YAML bomb).
-MAX_YAML_VALUES = 1_000_000
 
 
 class _Job(BaseModel):
@@ -221,67 +219,10 @@ def load_path(path: str | Path) -> list[ScheduleConfig]:
 
 
 def _load_file(file: Path) -> list[ScheduleConfig]:
-    source = str(file)
-    if file.stat().st_size > MAX_CONFIG_BYTES:
-        raise InvalidConfig(source, "", f"file is larger than {MAX_CONFIG_BYTES} bytes")
-    try:
-        text = file.read_text(encoding="utf-8")
-        docs = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
-    except UnicodeDecodeError:
-        raise InvalidConfig(source, "", "file is not UTF-8 text") from None
-    except OSError as exc:
-        raise InvalidConfig(source, "", f"cannot read the file: {exc.strerror or type(exc).__name__}") from None
-    except _Expansion as exc:
-        raise InvalidConfig(source, "", str(exc)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InvalidConfig(source, where, f"malformed YAML: {problem}") from None
-    except (ValueError, RecursionError) as exc:  # e.g. a date that does not exist: 2026-02-30
-        problem = (str(exc) or type(exc).__name__).splitlines()[0]
-        raise InvalidConfig(source, "", f"malformed YAML: {problem}") from None
+    docs = read_documents(file)
     if not docs:
-        raise InvalidConfig(source, "", "the file holds no schedule")
-    return [parse_document(d, source) for d in docs]
-
-
-class _Expansion(Exception):
-    """A document whose aliases expand beyond MAX_YAML_VALUES values, or refer to themselves."""
-
-
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present: ~7x faster
-    """The safe loader, refusing a document before it is built when its aliases would expand it
-    past MAX_YAML_VALUES values (billion laughs) or make it recursive."""
-
-    def construct_document(self, node: yaml.Node) -> Any:
-        _check_expansion(node)
-        return super().construct_document(node)
-
-
-def _check_expansion(root: yaml.Node) -> None:
-    """Count the values of the document with every alias expanded, without expanding it (each
-    node once, iteratively: deep nesting costs no stack)."""
-    sizes: dict[int, int] = {}
-    on_path: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else (
-            node.value if isinstance(node, yaml.SequenceNode) else [])
-        if children_done:
-            on_path.discard(id(node))
-            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
-            if sizes[id(node)] > MAX_YAML_VALUES:
-                raise _Expansion(f"the YAML aliases expand to more than {MAX_YAML_VALUES} values")
-            continue
-        if id(node) in sizes:
-            continue
-        if id(node) in on_path:
-            raise _Expansion("a YAML alias refers to a value that contains it (recursive data)")
-        on_path.add(id(node))
-        stack.append((node, True))
-        stack.extend((c, False) for c in children if id(c) not in sizes)
+        raise InvalidConfig(str(file), "", "the file holds no schedule")
+    return [parse_document(d, str(file)) for d in docs]
 
 
 def content_hash(config: ScheduleConfig) -> str:

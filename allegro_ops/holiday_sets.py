@@ -17,10 +17,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .config import MAX_CONFIG_BYTES, _check_expansion, _Expansion
+from .yaml_files import TextDatesLoader, read_mapping
 from .errors import InvalidConfig
 from .models import ScheduleConfig
 
@@ -28,18 +27,6 @@ __all__ = ["HOLIDAYS_FILE", "load_holiday_sets", "holidays_of"]
 
 HOLIDAYS_FILE = "holidays.yaml"
 _NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
-
-
-class _Loader(yaml.SafeLoader):
-    """Dates stay text, so that pydantic reports an impossible one with its set and position.
-    A document whose aliases would expand it past reason (a YAML bomb) is refused unbuilt."""
-
-    def construct_document(self, node: yaml.Node) -> Any:
-        _check_expansion(node)
-        return super().construct_document(node)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
 
 
 class _HolidayFile(BaseModel):
@@ -66,18 +53,7 @@ def load_holiday_sets(home: str | Path) -> dict[str, tuple[dt.date, ...]]:
     if not path.exists():
         return {}
     source = str(path)
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise InvalidConfig(source, "", f"file is larger than {MAX_CONFIG_BYTES} bytes")
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}  # noqa: S506 - a SafeLoader
-    except (UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError) as exc:
-        raise InvalidConfig(source, "", f"malformed YAML: {(str(exc) or type(exc).__name__).splitlines()[0]}") from None
-    except _Expansion as exc:
-        raise InvalidConfig(source, "", str(exc)) from None
-    except OSError as exc:
-        raise InvalidConfig(source, "", f"cannot read the file: {exc.strerror or type(exc).__name__}") from None
-    if not isinstance(data, dict):
-        raise InvalidConfig(source, "", "expected a mapping with holiday_sets")
+    data = read_mapping(path, "a mapping with holiday_sets", TextDatesLoader)
     try:
         model = _HolidayFile.model_validate(data)
     except ValidationError as exc:

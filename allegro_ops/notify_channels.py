@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, \
     model_validator
 
-from .config import MAX_CONFIG_BYTES, _check_expansion, _Expansion
+from .yaml_files import read_mapping
 from .errors import InvalidConfig
 
 __all__ = [
@@ -139,18 +138,7 @@ def load_notifications(home: str | Path) -> dict[str, ClientNotifications]:
     if not path.exists():
         return {}
     source = str(path)
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise InvalidConfig(source, "", f"file is larger than {MAX_CONFIG_BYTES} bytes")
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}  # noqa: S506 - a SafeLoader
-    except (UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError) as exc:
-        raise InvalidConfig(source, "", f"malformed YAML: {(str(exc) or type(exc).__name__).splitlines()[0]}") from None
-    except _Expansion as exc:
-        raise InvalidConfig(source, "", str(exc)) from None
-    except OSError as exc:
-        raise InvalidConfig(source, "", f"cannot read the file: {exc.strerror or type(exc).__name__}") from None
-    if not isinstance(data, dict):
-        raise InvalidConfig(source, "", "expected a mapping of client -> events, webhook, email")
+    data = read_mapping(path, "a mapping of client -> events, webhook, email")
     out = {}
     for client, entry in data.items():
         if not isinstance(client, str) or not re.match(_CLIENT, client):
@@ -162,14 +150,6 @@ def load_notifications(home: str | Path) -> dict[str, ClientNotifications]:
             field = ".".join([client, *(str(p) for p in err["loc"])])
             raise InvalidConfig(source, field, err["msg"].removeprefix("Value error, ")) from None
     return out
-
-
-class _Loader(yaml.SafeLoader):
-    """The safe loader, refusing a document whose aliases expand it past reason (a YAML bomb)."""
-
-    def construct_document(self, node: yaml.Node) -> Any:
-        _check_expansion(node)
-        return super().construct_document(node)
 
 
 def _not_bool(value: Any) -> Any:

@@ -321,7 +321,7 @@ def test_smtp_credentials_come_from_the_environment_only(ws, smtp, monkeypatch):
     ("acme: {email: {smtp_host: h, sender: a@b, to: [c@d], username_env: U}}", "acme.email",
      "give username_env and password_env together"),
     ("Acme!: {}", "Acme!", "not a valid client name"),
-    ("acme: [ERRORED", "", "malformed YAML"),
+    ("acme: [ERRORED", "line 2", "malformed YAML"),
     ("- acme", "", "expected a mapping of client"),
 ])
 def test_a_bad_notifications_yaml_is_one_line_invalid_config(home, text, field, problem):
