@@ -47,9 +47,12 @@ class WorkspaceReads:
 
         def read(con):
             job_id = self._job_id_in(con, client, schedule, day, job)
-            if code is not None and code not in {c for c, _ in wi_sql.errors_by_code(con, job_id)}:
+            rows = wi_sql.errored_items(con, job_id, code, limit, offset, after)
+            # An empty page of a code: past its last item, or a code the job does not have (only then
+            # is the errors-by-code scan worth its cost).
+            if not rows and code is not None and code not in {c for c, _ in wi_sql.errors_by_code(con, job_id)}:
                 raise NotFound("error code", code, f"job {job} has no errored work item with it")
-            return wi_sql.errored_items(con, job_id, code, limit, offset, after)
+            return rows
 
         rows = self.store.read(read)
         return [WorkItem(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows]

@@ -117,3 +117,27 @@ def test_a_held_file_is_handed_to_another_process_that_asks(tmp_path):
         writer.join()
     assert float(out.stdout) < 2.0
     assert store.read(lambda con: con.execute("SELECT count(*) FROM t").fetchall())[0][0] > 10
+
+
+def test_account_history_finds_items_by_account_key_also_in_a_workspace_from_before_the_key(prepared):
+    """Migration 4 gives every existing work item its account_key; new items get one on insert."""
+    from allegro_ops.demo import init_demo
+
+    def build(w: Workspace) -> None:
+        init_demo(w, accounts=30, seed=7, batch_size=10)
+        w.create("acme", "daily-billing", "2026-11-24")
+        w.process("acme", "daily-billing", "2026-11-24")
+
+    ws = prepared("speed-account-key", build)
+    account = q(ws, "SELECT account_id FROM work_items ORDER BY job_id, item_no LIMIT 1")[0][0]
+    expected = ws.account_history("acme", account)
+    assert expected and q(ws, "SELECT count(*) FROM work_items WHERE account_key IS NULL") == [(0,)]
+    assert q(ws, "SELECT count(DISTINCT account_key) = count(DISTINCT account_id) FROM work_items") == [(True,)]
+    # The workspace as it was before migration 4.
+    ws.store.write(lambda con: (con.execute("ALTER TABLE work_items DROP COLUMN account_key"),
+                                con.execute("DROP MACRO account_key"),
+                                con.execute("DELETE FROM schema_migrations WHERE version = 4")))
+    again = Workspace(ws.home, clock=ws.clock, actor="tester")
+    assert again.account_history("acme", account) == expected
+    assert q(again, "SELECT count(*) FROM work_items WHERE account_key IS NULL") == [(0,)]
+    assert again.account_history("acme", "no-such-account") == []

@@ -212,6 +212,13 @@ CREATE TABLE notifications (
     PRIMARY KEY (execution_id, event, channel, target)
 );
 """),
+    (4, "account key", """
+-- A number per account id (the first 64 bits of its MD5: stable across DuckDB versions), so that an
+-- account's work items are found by comparing integers instead of 10 million strings.
+CREATE OR REPLACE MACRO account_key(account_id) AS CAST('0x' || left(md5(account_id), 16) AS UBIGINT);
+ALTER TABLE work_items ADD COLUMN account_key UBIGINT;
+UPDATE work_items SET account_key = account_key(account_id);
+"""),
 ]
 
 

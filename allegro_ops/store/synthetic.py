@@ -43,12 +43,15 @@ def seed_executions(
             job_id = con.execute("SELECT nextval('seq_job')").fetchall()[0][0]
             fails = error_every if sequence == errored_job else 0
             con.execute(
-                "INSERT INTO work_items SELECT ?, n, 'ACC-' || lpad(CAST(n AS VARCHAR), 8, '0'), ((n - 1) // ?) + 1, "
+                "INSERT INTO work_items (job_id, item_no, account_id, batch_id, payload, status, error_code, reason, "
+                "attempts, updated_at, account_key) "
+                "SELECT ?, n, 'ACC-' || lpad(CAST(n AS VARCHAR), 8, '0'), ((n - 1) // ?) + 1, "
                 "'{\"account_id\":\"ACC-' || lpad(CAST(n AS VARCHAR), 8, '0') || '\",\"run_date\":\"' || ? || "
                 "'\",\"plan\":{\"id\":\"standard\"},\"currency\":\"USD\",\"amount\":' || (n % 997) || '.25}', "
                 "CASE WHEN ? > 0 AND n % ? = 0 THEN 'ERROR' ELSE 'PROCESSED' END, "
                 "CASE WHEN ? > 0 AND n % ? = 0 THEN ?[1 + (n // ?) % ?] END, "
-                "CASE WHEN ? > 0 AND n % ? = 0 THEN 'synthetic failure of item ' || n END, 1, ? "
+                "CASE WHEN ? > 0 AND n % ? = 0 THEN 'synthetic failure of item ' || n END, 1, ?, "
+                "account_key('ACC-' || lpad(CAST(n AS VARCHAR), 8, '0')) "
                 "FROM range(1, ? + 1) r(n)",
                 [job_id, batch_size, day.isoformat(), fails, fails, fails, fails, ERROR_CODES, max(fails, 1),
                  len(ERROR_CODES), fails, fails, now, items_per_job],
