@@ -5,7 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_HOME ?= .demo
-DEMO_DATE ?= $(shell date +%F)
+# today where the demo's acme lives (New York), the date its dashboard opens on
+DEMO_DATE ?= $(shell TZ=America/New_York date +%F)
 PORT ?= 8866
 
 .PHONY: install demo dashboard test bench clean

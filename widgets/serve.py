@@ -201,6 +201,16 @@ def _is_loopback(ip: str) -> bool:
         return ip == "localhost"
 
 
+def _demo_today() -> dt.date:
+    """Today where the demo's acme lives: the date its dashboard opens on (the machine's own date
+    may already be tomorrow, e.g. in UTC at night in New York)."""
+    from zoneinfo import ZoneInfo
+
+    from allegro_ops.demo import DEMO_CLIENTS
+
+    return dt.datetime.now(ZoneInfo(DEMO_CLIENTS[DEMO_CLIENT][0])).date()
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m widgets.serve", description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", default=os.environ.get("ALLEGRO_OPS_HOME", ".demo"),
@@ -216,8 +226,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--role", default=None,
                         help=f"viewer or operator, passed to the dashboard as ${ROLE_ENV}; <home>/access.yaml, "
                              "when present, decides and this may only lower the role")
-    parser.add_argument("--date", type=dt.date.fromisoformat, default=dt.date.today(),
-                        help="the demo run date (default today)")
+    parser.add_argument("--date", type=dt.date.fromisoformat, default=_demo_today(),
+                        help="the demo run date (default: today in acme's timezone, America/New_York)")
     parser.add_argument("--history-days", type=int, default=3,
                         help="days of daily billing run before --date when the demo is built (default 3)")
     parser.add_argument("--no-demo", action="store_true",
