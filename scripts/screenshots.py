@@ -5,7 +5,8 @@ a real Voilà server over a fresh demo workspace (the same support code as tests
 
 The story: acme/daily-billing on --date stops ERRORED at bill-run; the bill-run tile's menu, its
 Stats, the errors by error code, the errored work items with a payload expanded; then the demo
-data is repaired, Reprocess completes the run, and the Account view lists one account's attempts.
+data is repaired, Reprocess completes the run, and the Account view lists one account's attempts;
+also the Edit & retry editor of a work item and the Audit view.
 """
 from __future__ import annotations
 
@@ -94,6 +95,11 @@ def _story(board: Dashboard, run_date: dt.date, home: Path, shot: Callable[[str]
     expect(row.locator(".ao-payload pre")).to_be_visible()
     shot("05-work-items-payload")
 
+    row.locator("button.ao-edit-item").click()
+    expect(board.drawer("ao-items-drawer").locator(".ao-item-editor")).to_be_visible()
+    shot("08-edit-and-retry")
+    board.drawer("ao-items-drawer").locator("button.ao-cancel-edit").click()
+
     for drawer in ("ao-items-drawer", "ao-errors-drawer", "ao-stats-drawer"):
         board.cancel(drawer)
     resolve(Workspace(home, actor="screenshots"), CLIENT)
@@ -111,6 +117,10 @@ def _story(board: Dashboard, run_date: dt.date, home: Path, shot: Callable[[str]
     account.locator("button.ao-account-lookup").click()
     expect(account.locator(".ao-account-summary")).to_contain_text(account_id)
     shot("07-account-view")
+
+    page.locator(".ao-mode button", has_text="Audit").click()
+    expect(page.locator(".ao-audit .ao-audit-table")).to_be_visible()
+    shot("09-audit-view")
 
 
 def _settle(board: Dashboard) -> None:

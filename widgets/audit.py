@@ -3,6 +3,7 @@ refusal), newest first, filtered by client; and the banner that says who is sign
 role. Everything shown is data: escaped."""
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -33,12 +34,12 @@ class AuditRowView:
 
 
 def audit_rows(entries: Sequence[AuditEntry]) -> tuple[AuditRowView, ...]:
-    return tuple(AuditRowView(e.time.isoformat(timespec="seconds"), e.actor, e.action, e.target, e.outcome,
+    return tuple(AuditRowView(e.time.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"), e.actor, e.action, e.target, e.outcome,
                               e.reason, e.outcome in ("refused", "failed")) for e in entries)
 
 
 def audit_table(rows: tuple[AuditRowView, ...]) -> str:
-    head = ("Time", "Actor", "Action", "Target", "Outcome", "Reason")
+    head = ("Time (UTC)", "Actor", "Action", "Target", "Outcome", "Reason")
     body = "".join(
         f'<tr class="ao-audit-row{" ao-audit-refused" if r.refused else ""}">'
         + "".join(f"<td>{esc(v)}</td>" for v in (r.time, r.actor, r.action, r.target, r.outcome, r.reason))

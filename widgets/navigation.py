@@ -27,7 +27,7 @@ class Navigation(widgets.VBox):
         self._on_select = on_select
         self.mode = widgets.ToggleButtons(options=[USAGE, ACCOUNT, AUDIT], value=USAGE)
         self.mode.add_class("ao-mode")
-        self.mode.style.button_width = "62px"
+        self.mode.style.button_width = "70px"
         self.mode.observe(lambda ch: self._mode_changed(on_mode, ch["new"]), names="value")
         self.scheduling = make_button("▾ Scheduling", "ao-nav-scheduling", tooltip="Job Schedule framework",
                                       on_click=lambda: self._toggle(self.scheduling, self.scheduling_items))

@@ -6,7 +6,7 @@ __all__ = ["STYLE"]
 
 STYLE = """<style>
 .ao-dashboard { font-family: sans-serif; gap: 6px; }
-.ao-nav { min-width: 210px; max-width: 230px; border-right: 1px solid #ddd; padding-right: 8px; }
+.ao-nav { min-width: 230px; max-width: 240px; border-right: 1px solid #ddd; padding-right: 8px; }
 .ao-nav .ao-client { font-weight: bold; margin: 6px 0 0 12px; color: #444; }
 .ao-nav .ao-schedule-entry { margin-left: 24px; width: 170px; }
 .ao-nav-indent { margin-left: 12px; }
@@ -77,6 +77,7 @@ STYLE = """<style>
 .ao-role-bar { font-size: 12px; color: #555; text-align: right; }
 .ao-role-viewer { background: #fff8e1; border: 1px solid #ffb300; border-radius: 4px; padding: 1px 6px; }
 .ao-audit-refused td { background: #fdecea; }
+.ao-audit-table td:nth-child(-n+5) { white-space: nowrap; }
 .ao-preview { margin: 4px 0 0 0; padding-left: 18px; font-size: 12px; max-height: 200px; overflow-y: auto; }
 .ao-error-header .widget-html-content span:nth-child(4) { width: 70px; }
 .ao-item-row .ao-edit-item { flex: 0 0 100px; font-size: 11px; }
