@@ -271,9 +271,15 @@ def test_recreate_preview_lists_added_removed_reordered_and_changed_settings(pre
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["added"] == ["statements"] and json.loads(run.stdout)["reordered"] is True
     assert ws.execution(*TARGET).to_dict() == before
+    assert json.loads(run.stdout)["allowed"] is True and json.loads(run.stdout)["refusal"] is None
     e = ws.recreate(*TARGET)
     assert [j.name for j in e.jobs] == ["bill-run", "usage-rating", "payment-collection", "statements"]
     assert ws.recreate_preview(*TARGET).empty
+    run = subprocess.run([*cli_cmd, "recreate", C, S, str(DAY), "--dry-run"], env=env, capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.splitlines() == [
+        "no change: config version 2 runs the same jobs with the same settings",
+        "recreate would be refused now: execution acme/daily-billing 2026-11-24 is PENDING and already runs the "
+        "current config version; recreate needs a newer config version (config apply)"]
 
 
 def test_recreate_preview_of_a_date_not_created_is_refused(prepared) -> None:
