@@ -14,7 +14,6 @@ import click
 
 from .errors import AllegroOpsError
 from .models import Execution
-from .states import ScheduleAction, refusal
 from .service import Workspace
 
 __all__ = ["main", "cli"]
@@ -183,12 +182,7 @@ def recreate(ctx, client, schedule, date, dry_run, as_json) -> None:
     ws = _ws(ctx)
     if dry_run:
         diff = ws.recreate_preview(client, schedule, date)
-        e = ws.execution(client, schedule, date)
-        why = None if e.actions[ScheduleAction.RECREATE] else refusal(
-            ScheduleAction.RECREATE, e.phase, any(j.status.value == "ERRORED" for j in e.jobs),
-            f"execution {client}/{schedule} {e.run_date}", e.role, e.started_at is not None, e.runs_current_config)
-        lines = diff.lines() + ([f"recreate would be refused now: {why}"] if why else [])
-        _emit({**diff.to_dict(), "allowed": why is None, "refusal": why}, as_json, "\n".join(lines))
+        _emit(diff.to_dict(), as_json, "\n".join(diff.lines()))
         return
     e = ws.recreate(client, schedule, date)
     _emit(e.to_dict(), as_json, _execution_text(e))

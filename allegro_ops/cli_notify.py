@@ -10,7 +10,8 @@ import click
 
 from . import notify
 from .cli import _emit, _ws, cli, json_option
-from .errors import AllegroOpsError, BadInput
+from .dates import parse_timestamp as _timestamp
+from .errors import AllegroOpsError
 from .service import utc_now
 
 __all__ = ["notify_group", "DeliveriesFailed"]
@@ -22,16 +23,6 @@ class DeliveriesFailed(AllegroOpsError):
     def __init__(self, failed: int, total: int) -> None:
         super().__init__(f"{failed} of {total} notifications failed (allegro-ops notify list; "
                          "notify check --retry-failed tries them again)")
-
-
-def _timestamp(value: str | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise BadInput(f"bad timestamp {value!r}: expected ISO 8601, e.g. 2026-11-25T09:00:00Z") from None
-    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
 
 
 def _line(d: notify.Delivery) -> str:

@@ -17,8 +17,8 @@ import click
 from . import lease
 from .backfill import REPROCESS_MODES, BackfillStep, BackfillStopped, backfill, backfill_dates
 from .cli import _emit, _ws, cli, json_option
-from .dates import MAX_DATE, MIN_DATE
-from .errors import ActionRefused, AllegroOpsError, BadInput
+from .dates import parse_timestamp as _timestamp
+from .errors import ActionRefused, AllegroOpsError
 from .run_report import ACTIONS
 from .scheduler import SCHEDULER_ACTOR, PassReport, note, run_forever, run_pass
 from .service import Workspace, parse_date, utc_now
@@ -34,18 +34,6 @@ class PassFailed(AllegroOpsError):
 
     def __init__(self, failed: int, total: int) -> None:
         super().__init__(f"{failed} of {total} scheduler decisions failed (see the report and the audit log)")
-
-
-def _timestamp(value: str | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise BadInput(f"bad timestamp {value!r}: expected ISO 8601, e.g. 2026-11-25T09:00:00Z") from None
-    if not MIN_DATE <= moment.date() <= MAX_DATE:
-        raise BadInput(f"bad timestamp {value!r}: run dates lie between {MIN_DATE} and {MAX_DATE}")
-    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
 
 
 def _report_text(report: PassReport, verbose: bool) -> str:

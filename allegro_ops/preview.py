@@ -40,6 +40,7 @@ class ConfigDiff:
     order_before: tuple[str, ...] = ()
     order_after: tuple[str, ...] = ()
     changes: tuple[Change, ...] = field(default_factory=tuple)
+    refusal: str | None = None  # why Recreate itself would be refused now (the state table), else None
 
     @property
     def reordered(self) -> bool:
@@ -54,24 +55,27 @@ class ConfigDiff:
     def lines(self) -> list[str]:
         """One line per difference, for the CLI and the confirmation dialog."""
         if self.empty:
-            return [f"no change: config version {self.to_version} runs the same jobs with the same settings"]
-        out = [f"config version {self.from_version} → {self.to_version}"]
-        out += [f"job added: {j}" for j in self.added]
-        out += [f"job removed: {j}" for j in self.removed]
-        if self.reordered:
-            out.append(f"jobs reordered: {' > '.join(self.order_before)} ⇒ {' > '.join(self.order_after)}")
-        out += [c.text() for c in self.changes]
-        return out
+            out = [f"no change: config version {self.to_version} runs the same jobs with the same settings"]
+        else:
+            out = [f"config version {self.from_version} → {self.to_version}"]
+            out += [f"job added: {j}" for j in self.added]
+            out += [f"job removed: {j}" for j in self.removed]
+            if self.reordered:
+                out.append(f"jobs reordered: {' > '.join(self.order_before)} ⇒ {' > '.join(self.order_after)}")
+            out += [c.text() for c in self.changes]
+        return out + ([f"recreate would be refused now: {self.refusal}"] if self.refusal else [])
 
     def to_dict(self) -> dict[str, Any]:
         return {"from_version": self.from_version, "to_version": self.to_version, "added": list(self.added),
                 "removed": list(self.removed), "reordered": self.reordered,
                 "order_before": list(self.order_before), "order_after": list(self.order_after),
-                "changes": [c.to_dict() for c in self.changes], "empty": self.empty}
+                "changes": [c.to_dict() for c in self.changes], "empty": self.empty,
+                "allowed": self.refusal is None, "refusal": self.refusal}
 
 
-def config_diff(old: ScheduleConfig, new: ScheduleConfig) -> ConfigDiff:
-    """The differences that matter to a run, from the snapshot ``old`` to the current ``new``."""
+def config_diff(old: ScheduleConfig, new: ScheduleConfig, refusal: str | None = None) -> ConfigDiff:
+    """The differences that matter to a run, from the snapshot ``old`` to the current ``new``;
+    ``refusal``: why Recreate would be refused now, when it would."""
     before, after = [j.name for j in old.jobs], [j.name for j in new.jobs]
     changes: list[Change] = []
     old_s, new_s = old.to_dict(), new.to_dict()
@@ -84,7 +88,7 @@ def config_diff(old: ScheduleConfig, new: ScheduleConfig) -> ConfigDiff:
         if job.name in old_jobs:
             changes += _mapping_changes(job.name, "", old_jobs[job.name], job.to_dict())
     return ConfigDiff(old.version, new.version, tuple(j for j in after if j not in before),
-                      tuple(j for j in before if j not in after), tuple(before), tuple(after), tuple(changes))
+                      tuple(j for j in before if j not in after), tuple(before), tuple(after), tuple(changes), refusal)
 
 
 def _mapping_changes(job: str | None, prefix: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:

@@ -18,6 +18,7 @@ from .deadlines import deadline_at, is_late
 from .engine import Engine, RunMode, Selection
 from .errors import ActionRefused, AllegroOpsError, BadInput, NotFound
 from .models import Execution, JobRun, Lease, ScheduleConfig, ScheduleSummary
+from .notify import after_run
 from .preview import ConfigDiff, config_diff
 from .service_reads import WorkspaceReads
 from .service_reads import name_of as _name
@@ -191,7 +192,9 @@ class Workspace(WorkspaceReads):
                 reason = refusal(ScheduleAction.RECREATE, Phase.NOT_CREATED, False, _name(client, schedule, day))
                 raise self._refused(ScheduleAction.RECREATE, reason, client, schedule, day,
                                     status=ExecutionStatus.NOT_CREATED.value)
-            return config_diff(config_mod.from_snapshot(row.snapshot_json, row.config_version), current)
+            jobs = ex_sql.jobs_of(con, row.execution_id, row.generation)
+            why = self._schedule_refusal(con, ScheduleAction.RECREATE, row, jobs, client, schedule, day)
+            return config_diff(config_mod.from_snapshot(row.snapshot_json, row.config_version), current, why)
 
         return self.store.read(read)
 
@@ -324,10 +327,6 @@ class Workspace(WorkspaceReads):
         """Notifications (ERRORED, COMPLETED after errors) once per execution and event; never fails
         the action (a failed delivery is recorded and audited by allegro_ops.notify)."""
         try:
-            from .notify import after_run
-        except ImportError:
-            return
-        try:
             after_run(self, self.execution(client, schedule, day))
         except Exception as exc:  # noqa: BLE001 - a notice must not undo the operator's action
             self.record("notify", client, f"{client}/{schedule} {day}", "failed", f"{type(exc).__name__}: {exc}")
@@ -350,13 +349,17 @@ class Workspace(WorkspaceReads):
             reason = job_refusal(action, JobStatus(match[0].status), phase, _name(client, schedule, day),
                                  f"job {job} of {_name(client, schedule, day)}", errors=match[0].error)
         else:
-            current = cat_sql.latest_config(con, client, schedule)
-            reason = refusal(action, phase, any(j.status == JobStatus.ERRORED.value for j in jobs),
-                             _name(client, schedule, day), has_run=row.started_at is not None,
-                             runs_current_config=current is not None and row.config_version == current[0])
+            reason = self._schedule_refusal(con, action, row, jobs, client, schedule, day)
         if reason:
             raise self._refused(action, reason, client, schedule, day, job, row.status)
         return row, jobs
+
+    def _schedule_refusal(self, con, action: ScheduleAction, row, jobs, client, schedule, day) -> str | None:
+        """The state table's answer for a schedule action on a created execution, read in the caller's unit of work."""
+        current = cat_sql.latest_config(con, client, schedule)
+        return refusal(action, self._phase(row), any(j.status == JobStatus.ERRORED.value for j in jobs),
+                       _name(client, schedule, day), self.role, has_run=row.started_at is not None,
+                       runs_current_config=current is not None and row.config_version == current[0])
 
     def _phase(self, row: ex_sql.ExecutionRow) -> Phase:
         alive = lease.owner_alive(row.lease_token, row.lease_host, row.lease_pid, row.lease_heartbeat, self.clock())
