@@ -17,10 +17,9 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 
-from . import faults, lease
+from . import faults, lease, listing
 from .batches import Limits, lost_batch, outcome_of, process_batch
 from .errors import AllegroOpsError, BadInput
 from .executors import LocalExecutor, make_executor
@@ -36,7 +35,13 @@ __all__ = ["Engine", "RunMode", "Selection", "LeaseLost", "outcome_of", "process
 Clock = Callable[[], dt.datetime]
 
 
-_WRITE_EVERY_S = 0.05  # while workers are busy, finished batches are written together at this pace
+# Finished batches are written together, in one transaction, once this many results wait or the
+# oldest waited this long: larger transactions cost less per item (DuckDB writes an insert of
+# about a row group, 122,880 rows, straight to the file instead of the WAL), shorter ones keep
+# the Stats fresh and hand the file over sooner to another process that asks for it.
+_WRITE_ROWS = 100_000
+_WRITE_EVERY_S = 0.25
+_OVERLAP_FROM = 20_000  # items: a fresh listing this large runs from memory while it is stored
 _MIN_PIECE = 8  # items: below this, a piece's own cost (~0.3 ms) outweighs spreading it over workers
 
 
@@ -133,21 +138,31 @@ class Engine:
 
     def _run_job(self, run: _Run, job: ex_sql.JobRow, statuses: tuple[str, ...],
                  selection: Selection = Selection()) -> bool:
-        """Run one job's items of the given statuses (and selection); True when the job ends COMPLETED."""
+        """Run one job's items of the given statuses (and selection); True when the job ends COMPLETED.
+
+        A fresh listing of at least _OVERLAP_FROM items is stored on another thread while its
+        first batches run from memory (DuckDB works without the GIL, so the two overlap); no
+        outcome is written before the items are, and a listing with a payload that is not JSON
+        is refused before anything runs."""
         config = JobConfig(**json.loads(job.config_json))
         job_type = registry.get(job.type)
         ctx = JobContext(run.client, run.schedule, run.run_date, job.name, dict(config.params), self.store)
         now = self.clock()
+        listed: pa.Table | None = None  # the items, when this run lists them
+        storing: Future | None = None  # their insert, when it overlaps the first batches
         try:
             if not job.items_listed:
-                items = _normalize_items(job_type.list_work_items(ctx), job.name)
+                listed = listing.normalize(job_type.list_work_items(ctx), job.name)
                 faults.point("items-listed")
+                invalid = self.store.read(lambda con: wi_sql.first_invalid_payload(con, listed))
+                if invalid is not None:
+                    raise BadInput(f"job {job.name}: work item {invalid!r}: payload is not valid JSON text")
 
                 def start(con):
                     self._check_lease(con, run)
-                    wi_sql.insert_items(con, job.job_id, items, config.batch_size, now)
+                    wi_sql.insert_items(con, job.job_id, listed, config.batch_size, now)
                     ex_sql.set_job(con, job.job_id, status="IN_PROGRESS", items_listed=True,
-                                   total=items.num_rows, started_at=now, finished_at=None)
+                                   total=listed.num_rows, started_at=now, finished_at=None)
                     faults.point("items-stored")
             else:
 
@@ -156,22 +171,32 @@ class Engine:
                     ex_sql.set_job(con, job.job_id, status="IN_PROGRESS", started_at=job.started_at or now,
                                    finished_at=None)
 
-            self.store.write(start)
+            if listed is not None and listed.num_rows >= _OVERLAP_FROM and selection == Selection():
+                storing = _in_background(self.store.write, start)
+            else:
+                self.store.write(start)
+                listed = None  # stored: run from the store as usual
             state = job_type.prepare(ctx)
             faults.point("job-started")
         except Exception:
             # Listing or preparing failed: nothing of this job ran. Put it back as it was.
+            if storing is not None:
+                wait([storing])
             self.store.write(lambda con: ex_sql.set_job(con, job.job_id, status=job.status))
             raise
-        self._run_batches(run, job, config, job_type, state, ctx, statuses, selection)
+        last_item = job.total if job.items_listed else (listed.num_rows if listed is not None else None)
+        source = _Source(listed, storing, last_item)
+        self._run_batches(run, job, config, job_type, state, ctx, statuses, selection, source)
         completed = self.store.write(lambda con: self._finish_job(con, run, job.job_id, config))
         faults.point("job-finished")
         return completed
 
-    def _run_batches(self, run, job, config: JobConfig, job_type, state, ctx, statuses, selection) -> None:
+    def _run_batches(self, run, job, config: JobConfig, job_type, state, ctx, statuses, selection,
+                     source: _Source) -> None:
         """Run the items in pieces of about batch_size / concurrency, so that every worker is busy
         even when there are fewer batches than workers; a batch is written once all its pieces are
-        done, with every other finished batch, in one transaction."""
+        done, with every other finished batch, in one transaction: once _WRITE_ROWS results are
+        waiting, or the oldest has waited _WRITE_EVERY_S, or at the end."""
         executor = make_executor(self.executor, config.concurrency, config.params)
         if not isinstance(executor, LocalExecutor):
             ctx = replace(ctx, store=None)  # remote workers get no handle on the workspace's file
@@ -179,17 +204,30 @@ class Engine:
         piece = max(-(-config.batch_size // workers), min(config.batch_size, _MIN_PIECE))
         groups: deque[list[_Piece]] = deque()  # the pieces of each submitted, unwritten batch
         limits = Limits(config.item_timeout_s, config.batch_timeout_s)
-        fresh = statuses == (WorkItemStatus.PENDING.value,)  # no earlier outcome to take off the counters
+        # no earlier outcome to take off the counters (listed by this run: every item is PENDING)
+        fresh = statuses == (WorkItemStatus.PENDING.value,) or source.items is not None
         slots = threading.Semaphore(2 * workers)  # pieces submitted and not yet finished
-        last_write = 0.0
+        last_write = time.monotonic()
+
+        def flush(final: bool) -> None:
+            nonlocal groups, last_write
+            done = [g for g in groups if all(p.future.done() for p in g)]
+            if not done:
+                return
+            waiting = sum(len(p.rows) for g in done for p in g)
+            if not final and waiting < _WRITE_ROWS and time.monotonic() - last_write < _WRITE_EVERY_S:
+                return
+            written = {id(g) for g in done}
+            groups = deque(g for g in groups if id(g) not in written)
+            if source.storing is not None:
+                source.storing.result()  # the items are in the store before any outcome (raises if not)
+            self._write_done(run, job.job_id, done, fresh)
+            last_write = time.monotonic()
 
         def submit(rows: list[tuple], siblings: list[_Piece]) -> _Piece:
-            nonlocal last_write
             while not slots.acquire(blocking=False):
                 _wait_for_one(groups, siblings)
-                if time.monotonic() - last_write >= _WRITE_EVERY_S:  # fewer, larger transactions
-                    self._write_done(run, job.job_id, groups, block=False, fresh=fresh)
-                    last_write = time.monotonic()
+                flush(final=False)
             args = (job_type, rows, state, ctx, self.clock) + ((limits,) if limits.any else ())
             future = executor.submit(process_batch, *args)
             future.add_done_callback(lambda _: slots.release())
@@ -197,41 +235,45 @@ class Engine:
 
         ok = False
         try:
-            for batch in self._batches(job.job_id, statuses, config, selection):
+            for batch in self._batches(job.job_id, statuses, config, selection, source):
                 pieces: list[_Piece] = []
                 for i in range(0, len(batch), piece):
                     pieces.append(submit(batch[i : i + piece], pieces))
                 groups.append(pieces)
                 faults.point("batch-submitted")
             while groups:
-                self._write_done(run, job.job_id, groups, block=True, fresh=fresh)
+                _wait_for_one(groups)
+                flush(final=all(p.future.done() for g in groups for p in g))
+            if source.storing is not None:
+                source.storing.result()  # also when nothing was written (no items)
             ok = True
         finally:
             executor.close(cancel=not ok)
 
     def _batches(self, job_id: int, statuses: tuple[str, ...], config: JobConfig,
-                 selection: Selection) -> Iterator[list[tuple]]:
-        after = 0
-        chunk = max(config.batch_size * max(1, config.concurrency), 50_000)
-        while True:
+                 selection: Selection, source: _Source) -> Iterator[list[tuple]]:
+        """The items to run, batch by batch, in chunks: from memory when this run listed them,
+        else read by ranges of item numbers in a fresh run (its PENDING items are nearly all
+        there), else by keyset (few among many)."""
+        chunk = -(-max(config.batch_size * max(1, config.concurrency), 50_000) // config.batch_size) * config.batch_size
+        if source.items is not None:
+            yield from listing.batches(source.items, config.batch_size, chunk)
+            return
+        after, last_item = 0, source.last_item or 0
+        ranged = statuses == (WorkItemStatus.PENDING.value,) and selection == Selection() and last_item > 0
+        while not ranged or after < last_item:
+            upto = after + chunk if ranged else None
             table = self.store.read(lambda con: wi_sql.read_items(con, job_id, statuses, after, chunk,
-                                                                  selection.error_code, selection.item_no))
-            if table.num_rows == 0:
+                                                                  selection.error_code, selection.item_no, upto))
+            if table.num_rows == 0 and not ranged:
                 return
             rows = list(zip(*(table.column(n).to_pylist() for n in ("item_no", "batch_id", "account_id", "payload"))))
-            after = rows[-1][0]
+            after = upto if ranged else rows[-1][0]
             for i in range(0, len(rows), config.batch_size):
                 yield rows[i : i + config.batch_size]
 
-    def _write_done(self, run: _Run, job_id: int, groups: deque[list[_Piece]], block: bool, fresh: bool) -> None:
-        """Write every batch whose pieces are all done in one transaction (waiting first for a piece if asked)."""
-        if block:
-            _wait_for_one(groups)
-        done = [g for g in groups if all(p.future.done() for p in g)]
-        if not done:
-            return
-        for g in done:
-            groups.remove(g)
+    def _write_done(self, run: _Run, job_id: int, done: list[list[_Piece]], fresh: bool) -> None:
+        """Write the outcomes of these finished batches in one transaction."""
         results = pa.concat_tables([p.outcomes(self.clock) for g in done for p in g])
         now = self.clock()
 
@@ -294,6 +336,29 @@ def _final_status(config: JobConfig, total: int, pending: int, error: int) -> Jo
 
 
 @dataclass(frozen=True)
+class _Source:
+    """Where a job run's items come from: the listed table (stored meanwhile by ``storing``), or the store."""
+
+    items: pa.Table | None
+    storing: Future | None
+    last_item: int | None  # the items are numbered 1..last_item (None: unknown)
+
+
+def _in_background(fn: Callable[..., Any], *args: Any) -> Future:
+    """Run fn(*args) on a thread of its own; its future."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="allegro-store-items", daemon=True).start()
+    return future
+
+
+@dataclass(frozen=True)
 class _Piece:
     """A part of a batch on the executor, and its rows (for when its worker never answers)."""
 
@@ -335,49 +400,3 @@ class _Heartbeat:
                 self._store.write(lambda con: ex_sql.heartbeat(con, self._run.execution_id, self._run.token, self._clock()))
             except Exception:  # noqa: BLE001 - a missed beat is retried at the next tick
                 pass
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # built once: json.dumps(**kw) builds one per call
-
-
-def _normalize_items(items: Any, job_name: str) -> pa.Table:
-    """account_id (text) and payload (JSON text) columns from whatever the job type listed."""
-    if isinstance(items, pa.Table):
-        accounts, payloads = items.column("account_id").to_pylist(), items.column("payload").to_pylist()
-    elif isinstance(items, pd.DataFrame):
-        accounts, payloads = items["account_id"].tolist(), items["payload"].tolist()
-    else:
-        pairs = list(items)
-        accounts, payloads = [a for a, _ in pairs], [p for _, p in pairs]
-    encoded = []
-    encode, loads = _ENCODER.encode, json.loads
-    for account, payload in zip(accounts, payloads):
-        if isinstance(payload, str):
-            try:
-                loads(payload)
-            except ValueError:
-                raise BadInput(f"job {job_name}: work item {account!r}: payload is not valid JSON text") from None
-            encoded.append(payload)
-            continue
-        try:
-            encoded.append(encode(payload))
-        except (TypeError, ValueError) as exc:
-            raise BadInput(f"job {job_name}: work item {account!r}: payload is not JSON-serializable ({exc})") from None
-    accounts = [str(a) for a in accounts]
-    try:
-        return pa.table({"account_id": pa.array(accounts, pa.string()), "payload": pa.array(encoded, pa.string())})
-    except UnicodeEncodeError:  # a lone surrogate somewhere: find it (the slow path only runs then)
-        pass
-    for account in accounts:
-        if not _encodable(account):
-            raise BadInput(f"job {job_name}: work item {account!r}: account id is not valid UTF-8 text") from None
-    encoded = [p if _encodable(p) else json.dumps(json.loads(p), ensure_ascii=True) for p in encoded]
-    return pa.table({"account_id": pa.array(accounts, pa.string()), "payload": pa.array(encoded, pa.string())})
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False

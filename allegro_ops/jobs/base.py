@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,8 +26,9 @@ class JobContext:
     store: "Store | None" = None  # read access for job types that list items from the workspace
 
 
-@dataclass(frozen=True)
-class ItemInput:
+class ItemInput(NamedTuple):
+    """One work item as its handler gets it (immutable; a named tuple because one is built per item)."""
+
     item_no: int
     account_id: str
     batch_id: int

@@ -5,11 +5,13 @@ import datetime as dt
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 __all__ = [
     "insert_items",
+    "first_invalid_payload",
     "read_items",
     "write_results",
     "errors_by_code",
@@ -40,33 +42,54 @@ def insert_items(
 ) -> int:
     """Insert a job's work items (columns account_id, payload as JSON text) in one statement.
 
-    Items are numbered from 1 in the given order and cut into batches of batch_size."""
-    con.register("_new_items", items)
+    Items are numbered from 1 in the given order and cut into batches of batch_size (numbered
+    here, not by the database, so that the engine can run a listing from memory by the same numbers)."""
+    numbers = np.arange(1, items.num_rows + 1, dtype=np.int32)
+    numbered = pa.table({"item_no": numbers, "batch_id": (numbers - 1) // batch_size + 1,
+                         "account_id": items.column("account_id"), "payload": items.column("payload")})
+    con.register("_new_items", numbered)
     try:
         con.execute(
             "INSERT INTO work_items (job_id, item_no, account_id, batch_id, payload, status, attempts, updated_at, "
-            "account_key) SELECT ?, n, account_id, ((n - 1) // ?) + 1, payload, 'PENDING', 0, ?, account_key(account_id) "
-            "FROM (SELECT account_id, payload, CAST(row_number() OVER () AS INTEGER) AS n FROM _new_items)",
-            [job_id, batch_size, now],
+            "account_key) SELECT ?, item_no, account_id, batch_id, payload, 'PENDING', 0, ?, account_key(account_id) "
+            "FROM _new_items",
+            [job_id, now],
         )
     finally:
         con.unregister("_new_items")
     return items.num_rows
 
 
+def first_invalid_payload(con: duckdb.DuckDBPyConnection, items: pa.Table) -> str | None:
+    """The account id of the first listed item whose payload is not JSON text (None: all are).
+
+    DuckDB's check is done in C; it is more lenient than Python's json (e.g. a trailing comma
+    passes), and what passes here but does not decode fails that work item when it runs."""
+    con.register("_listed_items", items)
+    try:
+        rows = con.execute("SELECT account_id FROM _listed_items WHERE NOT json_valid(payload) LIMIT 1").fetchall()
+    finally:
+        con.unregister("_listed_items")
+    return rows[0][0] if rows else None
+
+
 def read_items(
     con: duckdb.DuckDBPyConnection, job_id: int, statuses: tuple[str, ...], after: int, limit: int,
-    error_code: str | None = None, item_no: int | None = None,
+    error_code: str | None = None, item_no: int | None = None, upto: int | None = None,
 ) -> pa.Table:
-    """Work items of these statuses (of one error code, or one item, when given) with
-    item_no > after, in item order (keyset paging)."""
+    """Work items of these statuses (one or two; of one error code, or one item, when given) with
+    after < item_no (<= upto, when given), in item order: keyset paging, or range paging when
+    the caller knows the items are mostly there (a fresh run reads its PENDING items by ranges)."""
+    if not 1 <= len(statuses) <= 2:
+        raise ValueError(f"read_items takes one or two statuses, not {statuses!r}")
     return con.sql(
         "SELECT item_no, batch_id, account_id, payload FROM work_items "
-        "WHERE job_id = $job AND item_no > $after AND list_contains($statuses, status) "
+        "WHERE job_id = $job AND item_no > $after AND ($upto IS NULL OR item_no <= $upto) "
+        "AND (status = $s1 OR status = $s2) "
         "AND ($code IS NULL OR error_code = $code) AND ($item IS NULL OR item_no = $item) "
         "ORDER BY item_no LIMIT $limit",
-        params={"job": job_id, "after": after, "statuses": list(statuses), "limit": limit, "code": error_code,
-                "item": item_no},
+        params={"job": job_id, "after": after, "upto": upto, "s1": statuses[0], "s2": statuses[-1], "limit": limit,
+                "code": error_code, "item": item_no},
     ).to_arrow_table()
 
 
@@ -103,8 +126,14 @@ def write_results(
     con: duckdb.DuckDBPyConnection, job_id: int, results: pa.Table, run_token: str, *, fresh: bool = False
 ) -> tuple[int, int]:
     """Record batches' outcomes: an attempt row per item, the items' current state, and the
-    job's counters. ``fresh`` says every item was PENDING (no earlier outcome to take off the
-    counters), which saves a join. Returns the (processed, error) deltas applied to the job's counters."""
+    job's counters. Returns the (processed, error) deltas applied to the job's counters.
+
+    ``fresh`` says every item was PENDING, i.e. never ran (an item only is PENDING from its
+    insert until its first outcome is written): there is no earlier outcome to take off the
+    counters, its attempt is number 1, and its error code and reason are still empty. Then the
+    attempts are appended as they are, and when the items are one unbroken range the processed
+    ones are updated by that range (their updated_at: the group's last finish) and only the
+    failed ones by a join."""
     bounds = pc.min_max(results.column("item_no"))
     lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
     statuses = results.column("status")
@@ -112,27 +141,29 @@ def write_results(
     new_error = pc.sum(pc.equal(statuses, "ERROR")).as_py() or 0
     con.register("_results", results)
     try:
-        old = (0, 0)
-        if not fresh:
+        if fresh:
+            _write_first_attempts(con, job_id, results, run_token, lo, hi, new_processed)
+            old = (0, 0)
+        else:
             old = con.execute(
                 "SELECT count(*) FILTER (WHERE w.status = 'PROCESSED'), count(*) FILTER (WHERE w.status = 'ERROR') "
                 "FROM work_items w JOIN _results r ON w.item_no = r.item_no "
                 "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ?",
                 [job_id, lo, hi],
             ).fetchall()[0]
-        con.execute(
-            "INSERT INTO attempts SELECT ?, r.item_no, w.attempts + 1, r.batch_id, r.status, r.error_code, "
-            "r.reason, r.started_at, r.finished_at, ? "
-            "FROM _results r JOIN work_items w ON w.item_no = r.item_no "
-            "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ?",
-            [job_id, run_token, job_id, lo, hi],
-        )
-        con.execute(
-            "UPDATE work_items w SET status = r.status, error_code = r.error_code, reason = r.reason, "
-            "attempts = w.attempts + 1, updated_at = r.finished_at FROM _results r "
-            "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ? AND w.item_no = r.item_no",
-            [job_id, lo, hi],
-        )
+            con.execute(
+                "INSERT INTO attempts SELECT ?, r.item_no, w.attempts + 1, r.batch_id, r.status, r.error_code, "
+                "r.reason, r.started_at, r.finished_at, ? "
+                "FROM _results r JOIN work_items w ON w.item_no = r.item_no "
+                "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ?",
+                [job_id, run_token, job_id, lo, hi],
+            )
+            con.execute(
+                "UPDATE work_items w SET status = r.status, error_code = r.error_code, reason = r.reason, "
+                "attempts = w.attempts + 1, updated_at = r.finished_at FROM _results r "
+                "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ? AND w.item_no = r.item_no",
+                [job_id, lo, hi],
+            )
     finally:
         con.unregister("_results")
     d_processed, d_error = new_processed - old[0], new_error - old[1]
@@ -141,6 +172,26 @@ def write_results(
         [d_processed, d_error, job_id],
     )
     return d_processed, d_error
+
+
+def _write_first_attempts(con: duckdb.DuckDBPyConnection, job_id: int, results: pa.Table, run_token: str,
+                          lo: int, hi: int, processed: int) -> None:
+    """write_results for items that never ran (``_results`` is registered)."""
+    con.execute(
+        "INSERT INTO attempts SELECT ?, item_no, 1, batch_id, status, error_code, reason, started_at, "
+        "finished_at, ? FROM _results", [job_id, run_token])
+    unbroken = results.num_rows == hi - lo + 1  # item numbers are unique: every number in [lo, hi] is here
+    if unbroken and processed:
+        last = pc.max(results.column("finished_at"))
+        con.execute(
+            "UPDATE work_items SET status = 'PROCESSED', attempts = 1, updated_at = ? "
+            "WHERE job_id = ? AND item_no BETWEEN ? AND ? AND status = 'PENDING'", [last.as_py(), job_id, lo, hi])
+    if unbroken and processed == results.num_rows:
+        return
+    con.execute(  # the failed items (all of them when the range is broken)
+        "UPDATE work_items w SET status = r.status, error_code = r.error_code, reason = r.reason, attempts = 1, "
+        "updated_at = r.finished_at FROM _results r WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ? "
+        "AND w.item_no = r.item_no AND (? OR r.status <> 'PROCESSED')", [job_id, lo, hi, not unbroken])
 
 
 def count_by_status(con: duckdb.DuckDBPyConnection, job_id: int) -> dict[str, int]:

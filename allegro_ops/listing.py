@@ -1,0 +1,102 @@
+"""A job's listed work items: whatever the job type's ``list_work_items`` gave, as one Arrow
+table of account_id and payload (JSON text), and that table cut into batches in memory.
+
+A fresh run of a large listing runs its first batches straight from this table while the store
+inserts it (engine.py), instead of reading the items back from the file.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from .errors import BadInput
+
+__all__ = ["normalize", "batches"]
+
+
+def batches(items: pa.Table, batch_size: int, chunk: int) -> Iterator[list[tuple[int, int, str, str]]]:
+    """The rows (item_no, batch_id, account_id, payload) of a listed table, batch by batch,
+    numbered as the store numbers them (items from 1 in the table's order, batches of batch_size)."""
+    for start in range(0, items.num_rows, chunk):
+        part = items.slice(start, chunk)
+        stop = start + part.num_rows
+        rows = list(zip(range(start + 1, stop + 1), [i // batch_size + 1 for i in range(start, stop)],
+                        part.column("account_id").to_pylist(), part.column("payload").to_pylist()))
+        for i in range(0, len(rows), batch_size):
+            yield rows[i : i + batch_size]
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # built once: json.dumps(**kw) builds one per call
+
+
+def normalize(items: Any, job_name: str) -> pa.Table:
+    """account_id (text) and payload (JSON text) columns from whatever the job type listed.
+
+    An Arrow table whose payload column is already text is taken as it is, without a Python
+    step per item (its JSON is checked by the store, in C, as the items are inserted); payloads
+    given as Python objects are encoded here."""
+    if isinstance(items, pa.Table) and {"account_id", "payload"} <= set(items.column_names) \
+            and _is_text(items.schema.field("payload").type) and _is_key(items.schema.field("account_id").type):
+        return _text_items(items, job_name)
+    if isinstance(items, pa.Table):
+        accounts, payloads = items.column("account_id").to_pylist(), items.column("payload").to_pylist()
+    elif isinstance(items, pd.DataFrame):
+        accounts, payloads = items["account_id"].tolist(), items["payload"].tolist()
+    else:
+        pairs = list(items)
+        accounts, payloads = [a for a, _ in pairs], [p for _, p in pairs]
+    encoded = []
+    encode, loads = _ENCODER.encode, json.loads
+    for account, payload in zip(accounts, payloads):
+        if isinstance(payload, str):
+            try:
+                loads(payload)
+            except ValueError:
+                raise BadInput(f"job {job_name}: work item {account!r}: payload is not valid JSON text") from None
+            encoded.append(payload)
+            continue
+        try:
+            encoded.append(encode(payload))
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"job {job_name}: work item {account!r}: payload is not JSON-serializable ({exc})") from None
+    accounts = [str(a) for a in accounts]
+    try:
+        return pa.table({"account_id": pa.array(accounts, pa.string()), "payload": pa.array(encoded, pa.string())})
+    except UnicodeEncodeError:  # a lone surrogate somewhere: find it (the slow path only runs then)
+        pass
+    for account in accounts:
+        if not _encodable(account):
+            raise BadInput(f"job {job_name}: work item {account!r}: account id is not valid UTF-8 text") from None
+    encoded = [p if _encodable(p) else json.dumps(json.loads(p), ensure_ascii=True) for p in encoded]
+    return pa.table({"account_id": pa.array(accounts, pa.string()), "payload": pa.array(encoded, pa.string())})
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _is_key(kind: pa.DataType) -> bool:
+    return _is_text(kind) or pa.types.is_integer(kind)
+
+
+def _text_items(items: pa.Table, job_name: str) -> pa.Table:
+    """The account_id and payload columns of a listed Arrow table, as text; no id may be missing."""
+    accounts = items.column("account_id")
+    if accounts.null_count:
+        raise BadInput(f"job {job_name}: {accounts.null_count} listed work item(s) have no account id")
+    if not _is_text(accounts.type):
+        accounts = accounts.cast(pa.string())
+    payloads = items.column("payload").fill_null("null")  # as a missing Python payload is encoded: JSON null
+    return pa.table({"account_id": accounts.cast(pa.string()), "payload": payloads.cast(pa.string())})
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
