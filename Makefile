@@ -33,9 +33,15 @@ dashboard: install
 test: install
 	$(PY) -m pytest -q
 
+# make bench: every benchmark at the issue's sizes (~15-20 min on 2 cores); make bench QUICK=1: small
+# sizes (7 min measured). Figures in benchmarks/results/*.json, the scaling plot in results/scaling.html.
+# Commands and options: benchmarks/README.md
 bench: install
-	cd benchmarks && ../$(PY) bench_engine.py && ../$(PY) bench_queries.py && \
-	  ../$(PY) bench_read_while_write.py && ../$(PY) bench_scaling.py
+	cd benchmarks && ../$(PY) bench_engine.py $(if $(QUICK),--quick) \
+	  && ../$(PY) bench_queries.py $(if $(QUICK),--items 1000000) \
+	  && ../$(PY) bench_read_while_write.py $(if $(QUICK),--items 200000) \
+	  && ../$(PY) bench_analyst.py $(if $(QUICK),--items 200000 --dates 2) \
+	  && ../$(PY) bench_scaling.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache
