@@ -39,7 +39,7 @@ Clock = Callable[[], dt.datetime]
 # oldest waited this long: larger transactions cost less per item (DuckDB writes an insert of
 # about a row group, 122,880 rows, straight to the file instead of the WAL), shorter ones keep
 # the Stats fresh and hand the file over sooner to another process that asks for it.
-_WRITE_ROWS = 100_000
+_WRITE_ROWS = 50_000
 _WRITE_EVERY_S = 0.25
 _OVERLAP_FROM = 20_000  # items: a fresh listing this large runs from memory while it is stored
 _MIN_PIECE = 8  # items: below this, a piece's own cost (~0.3 ms) outweighs spreading it over workers
@@ -158,12 +158,8 @@ class Engine:
                 if invalid is not None:
                     raise BadInput(f"job {job.name}: work item {invalid!r}: payload is not valid JSON text")
 
-                def start(con):
-                    self._check_lease(con, run)
-                    wi_sql.insert_items(con, job.job_id, listed, config.batch_size, now)
-                    ex_sql.set_job(con, job.job_id, status="IN_PROGRESS", items_listed=True,
-                                   total=listed.num_rows, started_at=now, finished_at=None)
-                    faults.point("items-stored")
+                def start() -> None:
+                    self._store_items(run, job, listed, config.batch_size, now)
             else:
 
                 def start(con):
@@ -171,10 +167,12 @@ class Engine:
                     ex_sql.set_job(con, job.job_id, status="IN_PROGRESS", started_at=job.started_at or now,
                                    finished_at=None)
 
-            if listed is not None and listed.num_rows >= _OVERLAP_FROM and selection == Selection():
-                storing = _in_background(self.store.write, start)
-            else:
+            if listed is None:
                 self.store.write(start)
+            elif listed.num_rows >= _OVERLAP_FROM and selection == Selection():
+                storing = _in_background(start)
+            else:
+                start()
                 listed = None  # stored: run from the store as usual
             state = job_type.prepare(ctx)
             faults.point("job-started")
@@ -190,6 +188,27 @@ class Engine:
         completed = self.store.write(lambda con: self._finish_job(con, run, job.job_id, config))
         faults.point("job-finished")
         return completed
+
+    def _store_items(self, run: _Run, job: ex_sql.JobRow, listed: pa.Table, batch_size: int, now: dt.datetime) -> None:
+        """Insert a listing in transactions of at most _WRITE_ROWS items, so that another process
+        that asks for the file gets it between them; the last one marks the job listed. Items
+        left by an interrupted listing (never run: nothing is written before the job is listed)
+        are deleted first."""
+        for first in range(0, max(listed.num_rows, 1), _WRITE_ROWS):
+            part = listed.slice(first, _WRITE_ROWS)
+            last = first + _WRITE_ROWS >= listed.num_rows
+
+            def store(con, part=part, first=first, last=last):
+                self._check_lease(con, run)
+                if first == 0:
+                    wi_sql.delete_unlisted_items(con, job.job_id)
+                wi_sql.insert_items(con, job.job_id, part, batch_size, now, first_item=first + 1)
+                if last:
+                    ex_sql.set_job(con, job.job_id, status="IN_PROGRESS", items_listed=True,
+                                   total=listed.num_rows, started_at=now, finished_at=None)
+                    faults.point("items-stored")
+
+            self.store.write(store)
 
     def _run_batches(self, run, job, config: JobConfig, job_type, state, ctx, statuses, selection,
                      source: _Source) -> None:

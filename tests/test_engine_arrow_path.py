@@ -218,3 +218,30 @@ def test_when_storing_a_listing_fails_no_outcome_is_written_and_the_next_process
     job = ws.process("lab", "s", DAY).jobs[0]
     assert (job.total, job.processed, job.error) == (120, 103, 17)
     assert rows(ws, "SELECT count(*), max(attempt) FROM attempts") == [(120, 1)]
+
+
+def test_a_listing_stored_in_parts_and_interrupted_is_stored_again_whole(tmp_path, clock, monkeypatch):
+    from allegro_ops import engine
+
+    monkeypatch.setattr(engine, "_WRITE_ROWS", 7)  # parts of 7 items, one transaction each
+    ws = listed_workspace(tmp_path, clock, "parts", _table(30), batch_size=5, concurrency=2)
+    real, calls = wi_sql.insert_items, []
+
+    def third_fails(*args, **kwargs):
+        calls.append(kwargs.get("first_item"))
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(wi_sql, "insert_items", third_fails)
+    with pytest.raises(OSError, match="disk full"):
+        ws.process("lab", "s", DAY)
+    assert calls == [1, 8, 15]
+    assert rows(ws, "SELECT count(*) FROM work_items") == [(14,)]  # two parts stored, the job not listed
+    assert rows(ws, "SELECT status, items_listed, total FROM jobs") == [("PENDING", False, 0)]
+    monkeypatch.setattr(wi_sql, "insert_items", real)
+    job = ws.process("lab", "s", DAY).jobs[0]
+    assert (job.total, job.processed, job.error) == (30, 26, 4)
+    assert rows(ws, "SELECT count(*), count(DISTINCT item_no), min(item_no), max(item_no) FROM work_items") == [
+        (30, 30, 1, 30)]
+    assert rows(ws, "SELECT batch_id, count(*) FROM work_items GROUP BY 1 ORDER BY 1") == [(b, 5) for b in range(1, 7)]

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 __all__ = [
     "insert_items",
     "first_invalid_payload",
+    "delete_unlisted_items",
     "read_items",
     "write_results",
     "errors_by_code",
@@ -38,13 +39,15 @@ RESULT_SCHEMA = pa.schema(
 
 
 def insert_items(
-    con: duckdb.DuckDBPyConnection, job_id: int, items: pa.Table, batch_size: int, now: dt.datetime
+    con: duckdb.DuckDBPyConnection, job_id: int, items: pa.Table, batch_size: int, now: dt.datetime,
+    first_item: int = 1,
 ) -> int:
     """Insert a job's work items (columns account_id, payload as JSON text) in one statement.
 
-    Items are numbered from 1 in the given order and cut into batches of batch_size (numbered
-    here, not by the database, so that the engine can run a listing from memory by the same numbers)."""
-    numbers = np.arange(1, items.num_rows + 1, dtype=np.int32)
+    Items are numbered from ``first_item`` in the given order and cut into batches of batch_size
+    counted from item 1 (numbered here, not by the database, so that the engine can run a
+    listing from memory by the same numbers)."""
+    numbers = np.arange(first_item, first_item + items.num_rows, dtype=np.int32)
     numbered = pa.table({"item_no": numbers, "batch_id": (numbers - 1) // batch_size + 1,
                          "account_id": items.column("account_id"), "payload": items.column("payload")})
     con.register("_new_items", numbered)
@@ -58,6 +61,15 @@ def insert_items(
     finally:
         con.unregister("_new_items")
     return items.num_rows
+
+
+def delete_unlisted_items(con: duckdb.DuckDBPyConnection, job_id: int) -> int:
+    """Delete the items an interrupted listing left (only for a job not marked listed, whose
+    items never ran); returns how many."""
+    rows = con.execute(
+        "DELETE FROM work_items WHERE job_id = ? AND NOT (SELECT items_listed FROM jobs WHERE job_id = ?) "
+        "RETURNING item_no", [job_id, job_id]).fetchall()
+    return len(rows)
 
 
 def first_invalid_payload(con: duckdb.DuckDBPyConnection, items: pa.Table) -> str | None:
