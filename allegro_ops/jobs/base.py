@@ -47,7 +47,11 @@ class JobType:
     name: ClassVar[str] = ""
 
     def list_work_items(self, ctx: JobContext) -> "pa.Table | pd.DataFrame | list[tuple[str, Any]]":
-        """The date's work items: account_id and a JSON-serializable payload each."""
+        """The date's work items: account_id and a JSON-serializable payload each.
+
+        Fastest for large listings: a ``pa.Table`` whose ``payload`` column is already JSON
+        text (e.g. built by a DuckDB query with ``to_json``); it is stored without a Python step
+        per item. Python objects as payloads are encoded with the standard library's json."""
         raise NotImplementedError
 
     def prepare(self, ctx: JobContext) -> Any:
