@@ -204,8 +204,12 @@ def _timed(process, loads, rows, state, ctx, clock, limits: Limits, out) -> None
             if left is not None and left <= 0:
                 outcome = (_ERROR, TIMEOUT, f"not started: the batch's {limits.batch_timeout_s:g}s timeout ran out")
             else:
-                args = (ItemInput(item_no, account_id, batch_id, loads(payload)), state, ctx)
-                outcome = caller.call(process, args, wait)
+                try:
+                    args = (ItemInput(item_no, account_id, batch_id, loads(payload)), state, ctx)
+                except Exception as exc:  # noqa: BLE001 - a payload that does not decode fails its item, as without limits
+                    outcome = outcome_of(exc)
+                else:
+                    outcome = caller.call(process, args, wait)
                 if outcome is None:
                     caller = _Caller()  # the old one is stuck in the hung call; it stays behind
                     which = ("work item" if limits.item_timeout_s is not None and

@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from . import faults, lease, listing
+from . import aio, faults, lease, listing
 from .batches import Limits, lost_batch, outcome_of, process_batch
 from .errors import AllegroOpsError, BadInput
 from .executors import LocalExecutor, make_executor
@@ -217,17 +217,22 @@ class Engine:
         a batch is written once all its pieces are
         done, with every other finished batch, in one transaction: once _WRITE_ROWS results are
         waiting, or the oldest has waited _WRITE_EVERY_S, or at the end."""
-        executor = make_executor(self.executor, config.concurrency, config.params)
+        async_job = aio.is_async(job_type)
+        executor = make_executor(self.executor, config.concurrency, config.params, async_job=async_job)
         workers = max(1, config.concurrency)
         piece = max(-(-config.batch_size // workers), min(config.batch_size, _MIN_PIECE))
-        if not isinstance(executor, LocalExecutor):
+        run_piece = process_batch
+        if isinstance(executor, aio.AsyncExecutor):  # one event loop: whole batches, its gate spreads the calls
+            piece, run_piece = config.batch_size, aio.process_batch_async
+        elif not isinstance(executor, LocalExecutor):
             ctx = replace(ctx, store=None)  # remote workers get no handle on the workspace's file
             piece = config.batch_size  # a remote task costs ~3-4 ms: send whole batches
         groups: deque[list[_Piece]] = deque()  # the pieces of each submitted, unwritten batch
         limits = Limits(config.item_timeout_s, config.batch_timeout_s)
         # no earlier outcome to take off the counters (listed by this run: every item is PENDING)
         fresh = statuses == (WorkItemStatus.PENDING.value,) or source.items is not None
-        slots = threading.Semaphore(2 * workers)  # pieces submitted and not yet finished
+        # pieces submitted and not yet finished (async: enough whole batches to fill the gate twice)
+        slots = threading.Semaphore(2 * (-(-workers // piece) if run_piece is not process_batch else workers))
         last_write = time.monotonic()
 
         def flush(final: bool) -> None:
@@ -250,7 +255,10 @@ class Engine:
                 _wait_for_one(groups, siblings)
                 flush(final=False)
             args = (job_type, rows, state, ctx, self.clock) + ((limits,) if limits.any else ())
-            future = executor.submit(process_batch, *args)
+            if async_job and run_piece is process_batch:  # an async job type on Dask: a loop per batch
+                future = executor.submit(aio.run_batch, job_type, rows, state, ctx, self.clock, limits, workers)
+            else:
+                future = executor.submit(run_piece, *args)
             future.add_done_callback(lambda _: slots.release())
             return _Piece(future, rows)
 

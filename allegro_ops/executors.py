@@ -87,10 +87,15 @@ def executor_kind(params: Mapping[str, Any], default: str) -> str:
     return kind
 
 
-def make_executor(kind: str, concurrency: int, params: Mapping[str, Any] | None = None) -> Executor:
-    """The executor for one job run; ``params`` are the job's params (executor, dask_address)."""
+def make_executor(kind: str, concurrency: int, params: Mapping[str, Any] | None = None, *,
+                  async_job: bool = False) -> Executor:
+    """The executor for one job run; ``params`` are the job's params (executor, dask_address);
+    ``async_job``: the job type's process_item is ``async def`` (local runs go on one event loop)."""
     params = params or {}
     kind = executor_kind(params, kind)
     if kind == "dask":
         return DaskExecutor(concurrency, params.get("dask_address") or os.environ.get(DASK_ADDRESS_ENV) or None)
+    if async_job:
+        from .aio import AsyncExecutor
+        return AsyncExecutor(concurrency)
     return LocalExecutor(concurrency)

@@ -42,6 +42,12 @@ class JobType:
     exception becomes the error code UNHANDLED with the exception's text. It runs in worker
     threads (or Dask workers), so it must not touch the database: whatever it needs from the
     workspace comes from ``prepare``, which runs once per job run in the coordinating process.
+
+    ``process_item`` may be ``async def`` (a handler that awaits an internal API): the job's work
+    items then run on one event loop with at most ``concurrency`` calls in flight (allegro_ops.aio).
+    Such a handler must never block (use ``await asyncio.to_thread(...)`` for blocking work), a
+    timeout cancels its call, and a loop-bound client (an HTTP session) is made inside the
+    handler, lazily, not in ``prepare``, which runs off the loop.
     """
 
     name: ClassVar[str] = ""
