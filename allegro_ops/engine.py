@@ -232,7 +232,7 @@ class Engine:
         # no earlier outcome to take off the counters (listed by this run: every item is PENDING)
         fresh = statuses == (WorkItemStatus.PENDING.value,) or source.items is not None
         # pieces submitted and not yet finished (async: enough whole batches to fill the gate twice)
-        slots = threading.Semaphore(2 * (-(-workers // piece) if run_piece is not process_batch else workers))
+        slots = threading.Semaphore(-(-2 * workers // piece) + 1 if run_piece is not process_batch else 2 * workers)
         last_write = time.monotonic()
 
         def flush(final: bool) -> None:
