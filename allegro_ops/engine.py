@@ -86,7 +86,7 @@ class Engine:
         run = _Run(row.execution_id, row.generation, row.client, row.schedule, row.run_date, token)
         lease.register(token)
         faults.point("run-begun")
-        beat = _Heartbeat(self.store, run, self.clock)
+        beat = lease.Heartbeat(self.store, run.execution_id, token, self.clock)
         beat.start()
         try:
             with self.store.held():  # one connection across the run's many writes, given up when asked
@@ -406,26 +406,3 @@ def _wait_for_one(groups: deque[list[_Piece]], also: list[_Piece] = ()) -> None:
     running = [p.future for g in (*groups, also) for p in g if not p.future.done()]
     if running:
         wait(running, return_when=FIRST_COMPLETED)
-
-
-class _Heartbeat:
-    """Refreshes the lease while handlers run long between writes."""
-
-    def __init__(self, store: Store, run: _Run, clock: Clock, every: float = 10.0) -> None:
-        self._store, self._run, self._clock, self._every = store, run, clock, every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="allegro-heartbeat", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._every):
-            try:
-                self._store.write(lambda con: ex_sql.heartbeat(con, self._run.execution_id, self._run.token, self._clock()))
-            except Exception:  # noqa: BLE001 - a missed beat is retried at the next tick
-                pass

@@ -10,8 +10,12 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 
-__all__ = ["HOST", "new_token", "owner_alive", "register", "unregister", "HEARTBEAT_TIMEOUT"]
+from .store import Store
+from .store import executions as ex_sql
+
+__all__ = ["HOST", "new_token", "owner_alive", "register", "unregister", "Heartbeat", "HEARTBEAT_TIMEOUT"]
 
 HOST = socket.gethostname()
 HEARTBEAT_TIMEOUT = dt.timedelta(seconds=float(os.environ.get("ALLEGRO_OPS_HEARTBEAT_TIMEOUT", "60")))
@@ -62,3 +66,28 @@ def _is_zombie(pid: int) -> bool:
             return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
     except (OSError, IndexError):
         return False
+
+
+class Heartbeat:
+    """Refreshes a run's lease (every ``every`` seconds, on a thread of its own) while handlers
+    run long between writes; a missed beat is retried at the next tick."""
+
+    def __init__(self, store: Store, execution_id: int, token: str, clock: Callable[[], dt.datetime],
+                 every: float = 10.0) -> None:
+        self._store, self._execution_id, self._token, self._clock, self._every = store, execution_id, token, clock, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="allegro-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self._store.write(lambda con: ex_sql.heartbeat(con, self._execution_id, self._token, self._clock()))
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next tick
+                pass

@@ -78,7 +78,6 @@ def test_a_stale_heartbeat_is_owner_lost_everywhere_and_process_takes_the_run_ov
 
 def test_the_heartbeat_keeps_a_slow_run_alive_for_other_hosts(prepared, clock, monkeypatch) -> None:
     """While handlers run longer than the write pace, the heartbeat thread refreshes the lease."""
-    import allegro_ops.engine as engine_mod
 
     beats: list[dt.datetime] = []
     real = ex_sql.heartbeat
@@ -88,12 +87,12 @@ def test_the_heartbeat_keeps_a_slow_run_alive_for_other_hosts(prepared, clock, m
             beats.append(now)
         return real(con, execution_id, token, now)
 
-    original_init = engine_mod._Heartbeat.__init__
+    original_init = lease.Heartbeat.__init__
 
-    def fast_init(self, store, run, clock, every=10.0):
-        original_init(self, store, run, clock, every=0.05)
+    def fast_init(self, store, execution_id, token, clock, every=10.0):
+        original_init(self, store, execution_id, token, clock, every=0.05)
 
-    monkeypatch.setattr(engine_mod._Heartbeat, "__init__", fast_init)
+    monkeypatch.setattr(lease.Heartbeat, "__init__", fast_init)
     monkeypatch.setattr(ex_sql, "heartbeat", counting)
     ws = prepared("leases-slow", lambda w: (init_small_demo(w, item_delay_ms=15), w.create(C, S, DAY)))
     ticking = iter(clock() + dt.timedelta(milliseconds=i) for i in range(10**6))
