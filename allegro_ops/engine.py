@@ -300,6 +300,8 @@ class Engine:
             after = upto if ranged else rows[-1][0]
             for i in range(0, len(rows), config.batch_size):
                 yield rows[i : i + config.batch_size]
+            if not ranged and len(rows) < chunk:
+                return  # a short keyset page is the last one: no scan for an empty one
 
     def _write_done(self, run: _Run, job_id: int, done: list[list[_Piece]], fresh: bool) -> None:
         """Write the outcomes of these finished batches in one transaction."""
@@ -317,15 +319,12 @@ class Engine:
 
     def _finish_job(self, con, run: _Run, job_id: int, config: JobConfig) -> bool:
         """The job's final status: COMPLETED when every item ran and its errors (if any) are within
-        the accepted ones ("COMPLETED with errors"), ERRORED when there are more."""
+        the accepted ones ("COMPLETED with errors"), ERRORED when there are more. From the job's
+        counters, which every result write updates in its own transaction (no scan of its items)."""
         self._check_lease(con, run)
-        counts = wi_sql.count_by_status(con, job_id)
-        processed, error = counts.get("PROCESSED", 0), counts.get("ERROR", 0)
-        total = sum(counts.values())
-        pending = total - processed - error
-        status = _final_status(config, total, pending, error)
-        ex_sql.set_job(con, job_id, status=status.value, total=total, processed=processed, error=error,
-                       finished_at=self.clock())
+        job = next(j for j in ex_sql.jobs_of(con, run.execution_id, run.generation) if j.job_id == job_id)
+        status = _final_status(config, job.total, job.pending, job.error)
+        ex_sql.set_job(con, job_id, status=status.value, finished_at=self.clock())
         faults.point("job-finishing")
         return status is JobStatus.COMPLETED
 
