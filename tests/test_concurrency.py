@@ -178,13 +178,13 @@ def test_threads_sharing_the_workspace_file_during_a_run_break_nothing(prepared,
     (The heartbeat beats every 10 ms here instead of every 10 s, as in a long run.)"""
     import threading
 
-    from allegro_ops import engine
+    from allegro_ops import lease
 
     from conftest import init_small_demo
 
-    beat = engine._Heartbeat.__init__
-    monkeypatch.setattr(engine._Heartbeat, "__init__",
-                        lambda self, store, run, clock, every=10.0: beat(self, store, run, clock, every=0.01))
+    beat = lease.Heartbeat.__init__
+    monkeypatch.setattr(lease.Heartbeat, "__init__", lambda self, store, execution_id, token, clock, every=10.0:
+                        beat(self, store, execution_id, token, clock, every=0.01))
 
     ws = prepared("threads-pending", lambda w: (init_small_demo(w, accounts=20), w.create(C, S, DAY)))
     reader = Workspace(ws.home, clock=ws.clock, actor="refresh")
