@@ -29,13 +29,11 @@ class WorkspaceReads:
         day = parse_date(run_date)
 
         def read(con):
-            job_id = self._job_id_in(con, client, schedule, day, job)
-            row = con.execute("SELECT total, processed, error FROM jobs WHERE job_id = ?", [job_id]).fetchall()[0]
-            codes = wi_sql.errors_by_code(con, job_id)
-            return row, codes
+            found = self._job_in(con, client, schedule, day, job)
+            return found, wi_sql.errors_by_code(con, found.job_id)
 
-        (total, processed, error), codes = self.store.read(read)
-        return JobStats(total, total - processed - error, processed, error,
+        found, codes = self.store.read(read)
+        return JobStats(found.total, found.pending, found.processed, found.error,
                         tuple(ErrorCount(c or "UNKNOWN", n) for c, n in codes))
 
     def job_errors(self, client: str, schedule: str, run_date: str | dt.date, job: str, *,
@@ -46,7 +44,7 @@ class WorkspaceReads:
         day = parse_date(run_date)
 
         def read(con):
-            job_id = self._job_id_in(con, client, schedule, day, job)
+            job_id = self._job_in(con, client, schedule, day, job).job_id
             rows = wi_sql.errored_items(con, job_id, code, limit, offset, after)
             # An empty page of a code: past its last item, or a code the job does not have (only then
             # is the errors-by-code scan worth its cost).
@@ -57,17 +55,18 @@ class WorkspaceReads:
         rows = self.store.read(read)
         return [WorkItem(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7]) for r in rows]
 
-    def _job_id_in(self, con, client, schedule, day: dt.date, job) -> int:
-        """The job's id, read in the caller's unit of work."""
-        self._config(con, client, schedule)
-        row = ex_sql.find_execution(con, client, schedule, day)
-        if row is None:
+    def _job_in(self, con, client, schedule, day: dt.date, job) -> ex_sql.JobRow:
+        """The job of the date's current generation, read in the caller's unit of work. One
+        statement when it exists; the schedule's config is read only to say what is missing
+        (an execution exists only for a schedule that has a config)."""
+        created, found = ex_sql.find_job(con, client, schedule, day, job)
+        if found is not None:
+            return found
+        self._config(con, client, schedule)  # NotFound for an unknown client or schedule
+        if not created:
             reason = job_refusal(JobAction.STATS, JobStatus.PENDING, Phase.NOT_CREATED, name_of(client, schedule, day))
             raise self._refused(JobAction.STATS, reason, client, schedule, day, job,
                                 ExecutionStatus.NOT_CREATED.value)
-        for j in ex_sql.jobs_of(con, row.execution_id, row.generation):
-            if j.name == job:
-                return j.job_id
         raise NotFound("job", job, f"not a job of {client}/{schedule} {day}")
 
     # ----------------------------------------------------------------- history and audit

@@ -292,12 +292,11 @@ def _values(params: Any) -> list[Any]:
 
 def test_filter_values_reach_duckdb_only_as_parameters(ws, tmp_path, statements):
     job = next(j.name for j in ws.execution(C, S, RUN).jobs if j.error)
-    # (label, call, whether the value must reach DuckDB: job names are compared in Python after
-    # reading the job's rows, so those never do; an error code filters the page as a parameter)
+    # (label, call, whether the value must reach DuckDB: every filter value does, as a parameter;
+    # the job name of job_stats / job_errors finds the execution's job in the same statement)
     calls = [(f"query.{n}({p}=…)", lambda n=n, p=p: _call(n, ws, tmp_path, **{p: MARK}), True)
              for n, p in FILTER_PARAMS]
-    calls += [(f"Workspace {r}", lambda f=f: f(ws, MARK), r == "job_errors code" or not r.startswith(("job_stats", "job_errors")))
-              for r, f in _workspace_reads(job).items()]
+    calls += [(f"Workspace {r}", lambda f=f: f(ws, MARK), True) for r, f in _workspace_reads(job).items()]
     for label, call, reaches in calls:
         statements.clear()
         try:
@@ -388,10 +387,14 @@ SPLICED = {
     "work_items.py": {
         "', '.join('?' * len(job_ids))": "placeholders", "', '.join('?' * len(item_nos))": "placeholders",
     },
+    "db.py": {
+        "name": "_catalog_name(): the file's stem reduced to word characters, double-quoted as an identifier",
+    },
     "executions.py": {
         "_EXEC_COLS": "a module constant: column names", "_JOB_COLS": "a module constant: column names",
         "table": "_update: a key of _UPDATABLE", "key": "_update: a fixed id column",
         "columns": "_update: '<name> = ?' for names checked against _UPDATABLE", "name": "the same names",
+        "cols": "find_job: _JOB_COLS (a module constant) with a table alias",
     },
     "backup.py": {
         "_ident(name)": "a table name from DuckDB's catalog, quoted as an identifier",
