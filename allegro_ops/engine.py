@@ -43,6 +43,7 @@ _WRITE_ROWS = 50_000
 _WRITE_EVERY_S = 0.25
 _OVERLAP_FROM = 20_000  # items: a fresh listing this large runs from memory while it is stored
 _MIN_PIECE = 8  # items: below this, a piece's own cost (~0.3 ms) outweighs spreading it over workers
+_MIN_REMOTE_PIECE = 64  # items: on Dask a piece should carry well over a task's own ~3-4 ms
 
 
 class RunMode(str, Enum):
@@ -212,8 +213,8 @@ class Engine:
 
     def _run_batches(self, run, job, config: JobConfig, job_type, state, ctx, statuses, selection,
                      source: _Source) -> None:
-        """Run the items in pieces of about batch_size / concurrency (whole batches on a remote
-        executor), so that every worker is busy even when there are fewer batches than workers;
+        """Run the items in pieces of about batch_size / concurrency (at least 64 items on a
+        remote executor), so that every worker is busy even when there are fewer batches than workers;
         a batch is written once all its pieces are
         done, with every other finished batch, in one transaction: once _WRITE_ROWS results are
         waiting, or the oldest has waited _WRITE_EVERY_S, or at the end."""
@@ -226,7 +227,7 @@ class Engine:
             piece, run_piece = config.batch_size, aio.process_batch_async
         elif not isinstance(executor, LocalExecutor):
             ctx = replace(ctx, store=None)  # remote workers get no handle on the workspace's file
-            piece = config.batch_size  # a remote task costs ~3-4 ms: send whole batches
+            piece = max(piece, min(config.batch_size, _MIN_REMOTE_PIECE))  # a remote task costs ~3-4 ms
         groups: deque[list[_Piece]] = deque()  # the pieces of each submitted, unwritten batch
         limits = Limits(config.item_timeout_s, config.batch_timeout_s)
         # no earlier outcome to take off the counters (listed by this run: every item is PENDING)
