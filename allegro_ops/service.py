@@ -289,6 +289,7 @@ class Workspace(WorkspaceReads):
         token = lease.new_token()
         chosen: list[Selection] = []
         notes: list[str] = []
+        after: list[Execution] = []  # the execution read once after the run, for the audit, notices and caller
 
         def begin(con):
             row, jobs = self._check(con, action, client, schedule, day, job)
@@ -314,20 +315,21 @@ class Workspace(WorkspaceReads):
                 lease.unregister(token)
                 raise
             self.engine.run(row, token, mode, job, chosen[-1])
-            return self.execution(client, schedule, day).status.value
+            after.append(self.execution(client, schedule, day))
+            return after[-1].status.value
 
         try:
             self._audited(action.value, client, schedule, day, job, run, target, notes)
         finally:
             if chosen:  # a run took place (to its end or to a failure): tell whom it concerns
-                self._notify(client, schedule, day)
-        return self.execution(client, schedule, day)
+                self._notify(client, schedule, day, after[-1] if after else None)
+        return after[-1]
 
-    def _notify(self, client: str, schedule: str, day: dt.date) -> None:
+    def _notify(self, client: str, schedule: str, day: dt.date, execution: Execution | None = None) -> None:
         """Notifications (ERRORED, COMPLETED after errors) once per execution and event; never fails
         the action (a failed delivery is recorded and audited by allegro_ops.notify)."""
         try:
-            after_run(self, self.execution(client, schedule, day))
+            after_run(self, execution if execution is not None else self.execution(client, schedule, day))
         except Exception as exc:  # noqa: BLE001 - a notice must not undo the operator's action
             self.record("notify", client, f"{client}/{schedule} {day}", "failed", f"{type(exc).__name__}: {exc}")
 
