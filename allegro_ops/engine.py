@@ -153,9 +153,9 @@ class Engine:
         storing: Future | None = None  # their insert, when it overlaps the first batches
         try:
             if not job.items_listed:
-                listed = listing.normalize(job_type.list_work_items(ctx), job.name)
+                listed, checked = listing.normalize(job_type.list_work_items(ctx), job.name)
                 faults.point("items-listed")
-                invalid = self.store.read(lambda con: wi_sql.first_invalid_payload(con, listed))
+                invalid = None if checked else self.store.read(lambda con: wi_sql.first_invalid_payload(con, listed))
                 if invalid is not None:
                     raise BadInput(f"job {job.name}: work item {invalid!r}: payload is not valid JSON text")
 
@@ -168,6 +168,7 @@ class Engine:
                     ex_sql.set_job(con, job.job_id, status="IN_PROGRESS", started_at=job.started_at or now,
                                    finished_at=None)
 
+            last_item = job.total if listed is None else listed.num_rows  # items are numbered 1..last_item
             if listed is None:
                 self.store.write(start)
             elif listed.num_rows >= _OVERLAP_FROM and selection == Selection():
@@ -183,7 +184,6 @@ class Engine:
                 wait([storing])
             self.store.write(lambda con: ex_sql.set_job(con, job.job_id, status=job.status))
             raise
-        last_item = job.total if job.items_listed else (listed.num_rows if listed is not None else None)
         source = _Source(listed, storing, last_item)
         self._run_batches(run, job, config, job_type, state, ctx, statuses, selection, source)
         completed = self.store.write(lambda con: self._finish_job(con, run, job.job_id, config))
@@ -214,10 +214,10 @@ class Engine:
     def _run_batches(self, run, job, config: JobConfig, job_type, state, ctx, statuses, selection,
                      source: _Source) -> None:
         """Run the items in pieces of about batch_size / concurrency (at least 64 items on a
-        remote executor), so that every worker is busy even when there are fewer batches than workers;
-        a batch is written once all its pieces are
-        done, with every other finished batch, in one transaction: once _WRITE_ROWS results are
-        waiting, or the oldest has waited _WRITE_EVERY_S, or at the end."""
+        remote executor), so that every worker is busy even when there are fewer batches than
+        workers. A batch is written once all its pieces are done, with every other finished
+        batch, in one transaction: once _WRITE_ROWS results wait, or the oldest waited
+        _WRITE_EVERY_S, or at the end."""
         async_job = aio.is_async(job_type)
         executor = make_executor(self.executor, config.concurrency, config.params, async_job=async_job)
         workers = max(1, config.concurrency)
@@ -289,7 +289,7 @@ class Engine:
         if source.items is not None:
             yield from listing.batches(source.items, config.batch_size, chunk)
             return
-        after, last_item = 0, source.last_item or 0
+        after, last_item = 0, source.last_item
         ranged = statuses == (WorkItemStatus.PENDING.value,) and selection == Selection() and last_item > 0
         while not ranged or after < last_item:
             upto = after + chunk if ranged else None
@@ -370,7 +370,7 @@ class _Source:
 
     items: pa.Table | None
     storing: Future | None
-    last_item: int | None  # the items are numbered 1..last_item (None: unknown)
+    last_item: int  # the items are numbered 1..last_item
 
 
 def _in_background(fn: Callable[..., Any], *args: Any) -> Future:

@@ -33,15 +33,16 @@ def batches(items: pa.Table, batch_size: int, chunk: int) -> Iterator[list[tuple
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # built once: json.dumps(**kw) builds one per call
 
 
-def normalize(items: Any, job_name: str) -> pa.Table:
-    """account_id (text) and payload (JSON text) columns from whatever the job type listed.
+def normalize(items: Any, job_name: str) -> tuple[pa.Table, bool]:
+    """account_id (text) and payload (JSON text) columns from whatever the job type listed, and
+    whether every payload is known to be JSON already.
 
     An Arrow table whose payload column is already text is taken as it is, without a Python
-    step per item (its JSON is checked by the store, in C, as the items are inserted); payloads
-    given as Python objects are encoded here."""
+    step per item (False: the engine has the store check its JSON, in C, before anything runs);
+    other payloads are checked or encoded here, one by one (True)."""
     if isinstance(items, pa.Table) and {"account_id", "payload"} <= set(items.column_names) \
             and _is_text(items.schema.field("payload").type) and _is_key(items.schema.field("account_id").type):
-        return _text_items(items, job_name)
+        return _text_items(items, job_name), False
     if isinstance(items, pa.Table):
         accounts, payloads = items.column("account_id").to_pylist(), items.column("payload").to_pylist()
     elif isinstance(items, pd.DataFrame):
@@ -65,14 +66,14 @@ def normalize(items: Any, job_name: str) -> pa.Table:
             raise BadInput(f"job {job_name}: work item {account!r}: payload is not JSON-serializable ({exc})") from None
     accounts = [str(a) for a in accounts]
     try:
-        return pa.table({"account_id": pa.array(accounts, pa.string()), "payload": pa.array(encoded, pa.string())})
+        return pa.table({"account_id": pa.array(accounts, pa.string()), "payload": pa.array(encoded, pa.string())}), True
     except UnicodeEncodeError:  # a lone surrogate somewhere: find it (the slow path only runs then)
         pass
     for account in accounts:
         if not _encodable(account):
             raise BadInput(f"job {job_name}: work item {account!r}: account id is not valid UTF-8 text") from None
     encoded = [p if _encodable(p) else json.dumps(json.loads(p), ensure_ascii=True) for p in encoded]
-    return pa.table({"account_id": pa.array(accounts, pa.string()), "payload": pa.array(encoded, pa.string())})
+    return pa.table({"account_id": pa.array(accounts, pa.string()), "payload": pa.array(encoded, pa.string())}), True
 
 
 def _is_text(kind: pa.DataType) -> bool:

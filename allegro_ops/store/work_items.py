@@ -16,7 +16,6 @@ __all__ = [
     "read_items",
     "write_results",
     "errors_by_code",
-    "count_by_status",
     "errored_items",
     "account_history",
     "find_item",
@@ -206,13 +205,6 @@ def _write_first_attempts(con: duckdb.DuckDBPyConnection, job_id: int, results: 
         "UPDATE work_items w SET status = r.status, error_code = r.error_code, reason = r.reason, attempts = 1, "
         "updated_at = r.finished_at FROM _results r WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ? "
         "AND w.item_no = r.item_no AND (? OR r.status <> 'PROCESSED')", [job_id, lo, hi, not unbroken])
-
-
-def count_by_status(con: duckdb.DuckDBPyConnection, job_id: int) -> dict[str, int]:
-    rows = con.execute(
-        "SELECT status, count(*) FROM work_items WHERE job_id = ? GROUP BY status", [job_id]
-    ).fetchall()
-    return {status: n for status, n in rows}
 
 
 def errors_by_code(con: duckdb.DuckDBPyConnection, job_id: int) -> list[tuple[str, int]]:
