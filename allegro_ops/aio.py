@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import inspect
-import json
 import threading
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -33,15 +32,13 @@ from typing import Any
 import pyarrow as pa
 
 from . import faults
-from .batches import TIMEOUT, Limits, _result_outcome, _table, outcome_of
+from .batches import Limits, _result_outcome, _table, loads, outcome_of
 from .jobs import ItemInput, JobContext, JobType
-from .states import WorkItemStatus
 
 __all__ = ["is_async", "process_batch_async", "run_batch", "AsyncExecutor"]
 
 Clock = Callable[[], dt.datetime]
 Outcome = tuple[str, "str | None", "str | None"]
-_ERROR = WorkItemStatus.ERROR.value
 _OK: Outcome = outcome_of(None)
 _GRACE_S = 0.5  # on close, how long calls abandoned after a timeout get to end once cancelled again
 
@@ -56,7 +53,7 @@ async def _call(process: Callable[..., Any], row: tuple, state: Any, ctx: JobCon
     handed back (raising it in a task would stop the event loop) and re-raised by the batch."""
     item_no, batch_id, account_id, payload = row
     try:
-        result = process(ItemInput(item_no, account_id, batch_id, json.loads(payload)), state, ctx)
+        result = process(ItemInput(item_no, account_id, batch_id, loads(payload)), state, ctx)
         if inspect.isawaitable(result):
             result = await result
     except asyncio.CancelledError as exc:
@@ -104,10 +101,10 @@ class _Batch:
             if self._watch is None:
                 self._watch = self._loop.call_at(self._deadlines[0][0], self._expire_due)
 
-    def not_started(self, first: int, batch_timeout_s: float) -> None:
+    def not_started(self, first: int, limits: Limits) -> None:
         for i in range(first, len(self.rows)):
             self.started[i] = self.clock()
-            self._record(i, (_ERROR, TIMEOUT, f"not started: the batch's {batch_timeout_s:g}s timeout ran out"))
+            self._record(i, limits.not_started())
 
     async def settled(self) -> None:
         """Wait until no call of this batch is running (or a handler raised KeyboardInterrupt)."""
@@ -147,8 +144,7 @@ class _Batch:
             task = self.running.pop(i, None)
             if task is not None:
                 task.cancel()
-                self._settle(i, (_ERROR, TIMEOUT, f"no answer within {wait:.3g}s (the {which} timeout); the call "
-                                 "was abandoned and may still complete, so handlers should be idempotent"))
+                self._settle(i, Limits.timed_out(wait, which))
         if deadlines:
             self._watch = self._loop.call_at(deadlines[0][0], self._expire_due)
 
@@ -163,23 +159,14 @@ class _Batch:
         self.finished[i] = self.clock()
 
 
-def _wait(item_timeout_s: float | None, left: float | None) -> tuple[float | None, str]:
-    """How long a call may run and which timeout that is (process_batch's choice and wording)."""
-    if item_timeout_s is None and left is None:
-        return None, ""
-    if item_timeout_s is not None and (left is None or item_timeout_s <= left):
-        return item_timeout_s, "work item"
-    return left, "batch"
-
-
 async def process_batch_async(job_type: JobType, rows: list[tuple[int, int, str, str]], state: Any,
                               ctx: JobContext, clock: Clock, limits: Limits | None = None, *,
                               gate: asyncio.Semaphore) -> pa.Table:
     """Run one batch (item_no, batch_id, account_id, payload JSON) of an async job type on the
     running loop, each call holding ``gate`` while it runs; the same table as process_batch."""
     loop = asyncio.get_running_loop()
-    item_s = limits.item_timeout_s if limits is not None else None
-    batch_s = limits.batch_timeout_s if limits is not None else None
+    limits = limits if limits is not None else Limits()
+    batch_s = limits.batch_timeout_s
     deadline = None if batch_s is None else loop.time() + batch_s
     batch = _Batch(job_type, rows, state, ctx, clock, gate)
     try:
@@ -192,13 +179,13 @@ async def process_batch_async(job_type: JobType, rows: list[tuple[int, int, str,
                     if batch.interrupt is not None or (left is not None and left <= 0):
                         gate.release()
                         if batch.interrupt is None:
-                            batch.not_started(i, batch_s)
+                            batch.not_started(i, limits)
                         break
-                    batch.start(i, *_wait(item_s, left))
+                    batch.start(i, *limits.wait(left))
         except TimeoutError:
             if not feeding.expired():
                 raise
-            batch.not_started(i, batch_s)
+            batch.not_started(i, limits)
         await batch.settled()
     except BaseException:  # cancelled from outside: the calls still running go with the batch
         batch.cancel()

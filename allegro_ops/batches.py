@@ -61,6 +61,25 @@ class Limits:
     def any(self) -> bool:
         return self.item_timeout_s is not None or self.batch_timeout_s is not None
 
+    def wait(self, left: float | None) -> tuple[float | None, str]:
+        """How long a call may run, with ``left`` seconds left in the batch, and which timeout that
+        is ("work item" or "batch"; None, "" without a limit)."""
+        if self.item_timeout_s is None and left is None:
+            return None, ""
+        if self.item_timeout_s is not None and (left is None or self.item_timeout_s <= left):
+            return self.item_timeout_s, "work item"
+        return left, "batch"
+
+    def not_started(self) -> tuple[str, str, str]:
+        """The outcome of an item the batch's timeout left no time to start."""
+        return _ERROR, TIMEOUT, f"not started: the batch's {self.batch_timeout_s:g}s timeout ran out"
+
+    @staticmethod
+    def timed_out(wait: float, which: str) -> tuple[str, str, str]:
+        """The outcome of a call that did not answer in time (it is abandoned or cancelled)."""
+        return _ERROR, TIMEOUT, (f"no answer within {wait:.3g}s (the {which} timeout); the call was abandoned "
+                                 "and may still complete, so handlers should be idempotent")
+
 
 def _text(value: Any) -> str:
     """Plain, encodable text of at most MAX_REASON characters, whatever a handler handed over."""
@@ -200,9 +219,9 @@ def _timed(process, loads, rows, state, ctx, clock, limits: Limits, out) -> None
         for item_no, batch_id, account_id, payload in rows:
             started.append(clock())
             left = None if deadline is None else deadline - time.monotonic()
-            wait = min(x for x in (limits.item_timeout_s, left) if x is not None)
+            wait, which = limits.wait(left)
             if left is not None and left <= 0:
-                outcome = (_ERROR, TIMEOUT, f"not started: the batch's {limits.batch_timeout_s:g}s timeout ran out")
+                outcome = limits.not_started()
             else:
                 try:
                     args = (ItemInput(item_no, account_id, batch_id, loads(payload)), state, ctx)
@@ -212,10 +231,7 @@ def _timed(process, loads, rows, state, ctx, clock, limits: Limits, out) -> None
                     outcome = caller.call(process, args, wait)
                 if outcome is None:
                     caller = _Caller()  # the old one is stuck in the hung call; it stays behind
-                    which = ("work item" if limits.item_timeout_s is not None and
-                             (left is None or limits.item_timeout_s <= left) else "batch")
-                    outcome = (_ERROR, TIMEOUT, f"no answer within {wait:.3g}s (the {which} timeout); the call "
-                               "was abandoned and may still complete, so handlers should be idempotent")
+                    outcome = limits.timed_out(wait, which)
             status.append(outcome[0])
             codes.append(outcome[1])
             reasons.append(outcome[2])
