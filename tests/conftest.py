@@ -101,3 +101,22 @@ def prepared(_workspace_templates, tmp_path_factory, tmp_path: Path, clock: Fixe
         return Workspace(dst, clock=clock, actor="tester")
 
     return make
+
+
+def twin_jobs_store(path: Path, items, batch_size: int):
+    """A store with jobs 1 and 2 IN_PROGRESS, each holding the same listed items (account_id,
+    payload): to write the same results to both by two paths and compare."""
+    from allegro_ops.store import Store
+    from allegro_ops.store import work_items as wi_sql
+
+    store = Store(path)
+    now = dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc)
+
+    def setup(con):
+        for job_id in (1, 2):
+            con.execute("INSERT INTO jobs (job_id, execution_id, generation, sequence, name, type, config_json, "
+                        "status) VALUES (?, 1, 1, ?, 'j', 'demo.noop', '{}', 'IN_PROGRESS')", [job_id, job_id])
+            wi_sql.insert_items(con, job_id, items, batch_size, now)
+
+    store.write(setup)
+    return store

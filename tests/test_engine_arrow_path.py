@@ -16,8 +16,8 @@ import yaml
 
 from allegro_ops import BadInput, ItemInput, JobContext, JobType, Workspace, WorkItemError, register
 from allegro_ops.batches import loads, process_batch
-from allegro_ops.store import Store
 from allegro_ops.store import work_items as wi_sql
+from conftest import twin_jobs_store
 
 DAY = dt.date(2026, 11, 24)
 LISTED: dict[str, pa.Table] = {}  # what the test job type lists, by the job's params["key"]
@@ -114,17 +114,8 @@ def _results(item_nos: list[int], failed: set[int]) -> pa.Table:
     [[1, 2, 4, 7, 9], [3, 5, 6, 8, 10]],  # broken ranges: only the join may write them
 ])
 def test_first_attempts_by_range_leave_what_the_join_leaves(tmp_path, written):
-    store = Store(tmp_path / "x.duckdb")
     items = pa.table({"account_id": [f"A{i}" for i in range(1, 11)], "payload": ["{}"] * 10})
-    now = dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc)
-
-    def setup(con):
-        for job_id in (1, 2):
-            con.execute("INSERT INTO jobs (job_id, execution_id, generation, sequence, name, type, config_json, "
-                        "status) VALUES (?, 1, 1, ?, 'j', 'demo.noop', '{}', 'IN_PROGRESS')", [job_id, job_id])
-            wi_sql.insert_items(con, job_id, items, 3, now)
-
-    store.write(setup)
+    store = twin_jobs_store(tmp_path / "x.duckdb", items, 3)
     failed = {2, 3, 9}
     for part in written:
         store.write(lambda con: wi_sql.write_results(con, 1, _results(part, failed), "t", fresh=True))

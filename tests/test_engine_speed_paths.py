@@ -16,6 +16,7 @@ import yaml
 from allegro_ops import Workspace
 from allegro_ops.store import Store
 from allegro_ops.store import work_items as wi_sql
+from conftest import twin_jobs_store
 
 DAY = dt.date(2026, 11, 24)
 
@@ -68,17 +69,8 @@ def _results(item_nos: list[int], status: str) -> pa.Table:
 
 
 def test_fresh_results_give_the_same_counter_deltas_as_the_join(tmp_path):
-    store = Store(tmp_path / "x.duckdb")
     items = pa.table({"account_id": ["A", "B", "C"], "payload": ["{}", "{}", "{}"]})
-    now = dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc)
-
-    def setup(con):
-        for job_id in (1, 2):
-            con.execute("INSERT INTO jobs (job_id, execution_id, generation, sequence, name, type, config_json, "
-                        "status) VALUES (?, 1, 1, ?, 'j', 'demo.noop', '{}', 'IN_PROGRESS')", [job_id, job_id])
-            wi_sql.insert_items(con, job_id, items, 2, now)
-
-    store.write(setup)
+    store = twin_jobs_store(tmp_path / "x.duckdb", items, 2)
     fresh = store.write(lambda con: wi_sql.write_results(con, 1, _results([1, 2, 3], "ERROR"), "t", fresh=True))
     joined = store.write(lambda con: wi_sql.write_results(con, 2, _results([1, 2, 3], "ERROR"), "t"))
     assert fresh == joined == (0, 3)
