@@ -120,3 +120,15 @@ def twin_jobs_store(path: Path, items, batch_size: int):
 
     store.write(setup)
     return store
+
+
+def as_before_item_states(con) -> None:
+    """Turn a workspace back into what it was before migration 5 (item states): one work_items
+    table holding every item's current state. The next Workspace migrates it again."""
+    con.execute("DROP VIEW work_items")
+    con.execute("UPDATE listed_items l SET payload = s.payload, status = s.status, error_code = s.error_code, "
+                "reason = s.reason, attempts = s.attempts, updated_at = s.updated_at FROM item_states s "
+                "WHERE s.job_id = l.job_id AND s.item_no = l.item_no")
+    con.execute("DROP TABLE item_states")
+    con.execute("ALTER TABLE listed_items RENAME TO work_items")
+    con.execute("DELETE FROM schema_migrations WHERE version = 5")

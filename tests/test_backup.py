@@ -26,7 +26,7 @@ C, S = "acme", "daily-billing"
 D1, D2, D3 = "2026-11-24", "2026-11-23", "2026-11-26"
 RUN_FILE = Path("runs") / D1 / C / "daily-billing-process.ipynb"
 HISTORY_TABLES = ("archived_generations", "attempts", "audit", "config_versions", "executions", "jobs",
-                  "notifications", "payload_edits", "work_items", "schema_migrations", "demo_accounts")
+                  "notifications", "payload_edits", "listed_items", "item_states", "schema_migrations", "demo_accounts")
 
 
 def build_history(ws: Workspace) -> None:

@@ -39,7 +39,8 @@ from widgets.views import esc, item_rows, progress_html, stats_view
 
 C, S = "acme", "daily-billing"
 RUN, PENDING_DAY = "2026-11-24", "2026-11-23"
-CORE_TABLES = {"config_versions", "executions", "jobs", "work_items", "attempts", "archived_generations"}
+CORE_TABLES = {"config_versions", "executions", "jobs", "listed_items", "item_states", "attempts",
+               "archived_generations"}
 BAD_DATES = [
     "", "2026-2-3", "2026-02-30", "20261125", "1900-01-01", "9999-12-31", " 2026-11-25; DROP TABLE executions",
     "２０２６-１１-２５", "٢٠٢٦-١١-٢٥",  # unicode digits: full-width and Arabic-Indic

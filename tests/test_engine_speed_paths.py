@@ -16,7 +16,7 @@ import yaml
 from allegro_ops import Workspace
 from allegro_ops.store import Store
 from allegro_ops.store import work_items as wi_sql
-from conftest import twin_jobs_store
+from conftest import as_before_item_states, twin_jobs_store
 
 DAY = dt.date(2026, 11, 24)
 
@@ -126,7 +126,8 @@ def test_account_history_finds_items_by_account_key_also_in_a_workspace_from_bef
     assert expected and q(ws, "SELECT count(*) FROM work_items WHERE account_key IS NULL") == [(0,)]
     assert q(ws, "SELECT count(DISTINCT account_key) = count(DISTINCT account_id) FROM work_items") == [(True,)]
     # The workspace as it was before migration 4.
-    ws.store.write(lambda con: (con.execute("ALTER TABLE work_items DROP COLUMN account_key"),
+    ws.store.write(lambda con: (as_before_item_states(con),
+                                con.execute("ALTER TABLE work_items DROP COLUMN account_key"),
                                 con.execute("DROP MACRO account_key"),
                                 con.execute("DELETE FROM schema_migrations WHERE version = 4")))
     again = Workspace(ws.home, clock=ws.clock, actor="tester")

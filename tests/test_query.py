@@ -53,7 +53,7 @@ def keys(df: pd.DataFrame) -> set[tuple]:
 
 
 def table_counts(source) -> dict[str, int]:
-    tables = ["executions", "jobs", "work_items", "attempts", "audit", "demo_accounts"]
+    tables = ["executions", "jobs", "listed_items", "item_states", "attempts", "audit", "demo_accounts"]
     query = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in tables)
     return dict(q.sql(source, query).itertuples(index=False))
 
@@ -290,8 +290,8 @@ def test_sql_helper_refuses_statements_that_write(ws, statement):
 
 def test_sql_helper_keeps_nothing_a_select_changes(ws):
     before = table_counts(ws)
-    deleted = q.sql(ws, "WITH d AS (DELETE FROM work_items RETURNING *) SELECT count(*) AS n FROM d")
-    assert deleted["n"][0] == before["work_items"]  # it ran, inside a transaction that was rolled back
+    deleted = q.sql(ws, "WITH d AS (DELETE FROM listed_items RETURNING *) SELECT count(*) AS n FROM d")
+    assert deleted["n"][0] == before["listed_items"]  # it ran, inside a transaction that was rolled back
     assert table_counts(ws) == before
 
 

@@ -62,7 +62,7 @@ def contents(source: Any) -> dict[str, tuple[int, str]]:
     through allegro_ops.query from a Workspace or an open query.session (which sees its own changes)."""
     names = q.sql(source, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
                           "AND table_type = 'BASE TABLE' ORDER BY 1")["table_name"].tolist()
-    assert {"executions", "jobs", "work_items", "attempts", "audit", "config_versions"} <= set(names)
+    assert {"executions", "jobs", "listed_items", "item_states", "attempts", "audit", "config_versions"} <= set(names)
     query = " UNION ALL ".join(
         f"SELECT '{n}' AS t, count(*) AS n, md5(coalesce(string_agg(r::VARCHAR, '|' ORDER BY r::VARCHAR), '')) AS h "
         f'FROM "{n}" r' for n in names)
@@ -386,6 +386,10 @@ SPLICED = {
     },
     "work_items.py": {
         "', '.join('?' * len(job_ids))": "placeholders", "', '.join('?' * len(item_nos))": "placeholders",
+        "in_items[0]": "account_history: a fixed WHERE of those placeholders",
+        "match": "read_items: a fixed fragment with $ parameters",
+        "' UNION ALL '.join(parts)": "read_items: fixed SELECTs with $ parameters",
+        "where": "_write_later_outcomes: a fixed fragment with ? placeholders",
     },
     "db.py": {
         "name": "_catalog_name(): the file's stem reduced to word characters, double-quoted as an identifier",

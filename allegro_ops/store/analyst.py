@@ -4,7 +4,8 @@ Parquet/CSV export and guarded raw SQL.
 Every value reaches DuckDB as a parameter. The only text spliced into SQL is ours: fixed column
 names (``Filters.where``, ``GROUPABLE``), ``?`` placeholders, list indexes we count, and the
 export path, which COPY cannot take as a parameter (``sql_literal`` quotes it).
-The views themselves (v_work_items, v_errors, v_attempts, v_jobs, v_executions) are migration 2.
+The views themselves (v_work_items, v_errors, v_attempts, v_jobs, v_executions) are migration 2
+(v_attempts as migration 5 left it).
 """
 from __future__ import annotations
 
@@ -148,9 +149,9 @@ def error_counts(con: duckdb.DuckDBPyConnection, f: Filters, by: tuple[str, ...]
 def error_codes(con: duckdb.DuckDBPyConnection, f: Filters) -> pd.DataFrame:
     """Per error code: what is errored now, and when the code was first and last seen in any attempt."""
     w_now, p_now = f.where()
-    # From the tables, not v_attempts: the join to work_items (for account_id) only when needed.
+    # From the tables, not v_attempts: the join to listed_items (for account_id) only when needed.
     w_seen, p_seen = f.where(names=_ATTEMPT_NAMES)
-    items = "JOIN work_items w ON w.job_id = a.job_id AND w.item_no = a.item_no " if f.account_id else ""
+    items = "JOIN listed_items w ON w.job_id = a.job_id AND w.item_no = a.item_no " if f.account_id else ""
     return _df(con, (
         "WITH now AS (SELECT error_code, count(*) AS errors, count(DISTINCT account_id) AS accounts, "
         "  count(DISTINCT run_date) AS dates, string_agg(DISTINCT job, ', ' ORDER BY job) AS jobs, "

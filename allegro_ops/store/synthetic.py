@@ -43,7 +43,7 @@ def seed_executions(
             job_id = con.execute("SELECT nextval('seq_job')").fetchall()[0][0]
             fails = error_every if sequence == errored_job else 0
             con.execute(
-                "INSERT INTO work_items (job_id, item_no, account_id, batch_id, payload, status, error_code, reason, "
+                "INSERT INTO listed_items (job_id, item_no, account_id, batch_id, payload, status, error_code, reason, "
                 "attempts, updated_at, account_key) "
                 "SELECT ?, n, 'ACC-' || lpad(CAST(n AS VARCHAR), 8, '0'), ((n - 1) // ?) + 1, "
                 "'{\"account_id\":\"ACC-' || lpad(CAST(n AS VARCHAR), 8, '0') || '\",\"run_date\":\"' || ? || "
@@ -58,9 +58,12 @@ def seed_executions(
             )
             con.execute(
                 "INSERT INTO attempts SELECT job_id, item_no, 1, batch_id, status, error_code, reason, ?, ?, 'synthetic' "
-                "FROM work_items WHERE job_id = ?",
+                "FROM listed_items WHERE job_id = ?",
                 [now, now, job_id],
             )
+            con.execute(
+                "INSERT INTO item_states SELECT job_id, item_no, account_id, batch_id, payload, status, error_code, "
+                "reason, attempts, updated_at FROM listed_items WHERE job_id = ? AND status = 'ERROR'", [job_id])
             errors = items_per_job // fails if fails else 0
             con.execute(
                 "INSERT INTO jobs (job_id, execution_id, generation, sequence, name, type, config_json, status, "

@@ -1,4 +1,11 @@
-"""SQL for work items and their attempts: bulk insert, keyset reads, batch result writes, stats."""
+"""SQL for work items and their attempts: bulk insert, keyset reads, batch result writes, stats.
+
+Two tables hold a work item (migration 5): ``listed_items``, every item as listed with its first
+outcome, and ``item_states``, the state of every item that has errored, from its first error on,
+which wins over the listed row. Errored items are few: what reads or rewrites them (errors by
+code, errored pages, Reprocess, Retry, payload corrections) works on ``item_states`` alone and
+never scans or updates a job's millions of listed rows. The view ``work_items`` is the current
+state of every item."""
 from __future__ import annotations
 
 import datetime as dt
@@ -52,7 +59,7 @@ def insert_items(
     con.register("_new_items", numbered)
     try:
         con.execute(
-            "INSERT INTO work_items (job_id, item_no, account_id, batch_id, payload, status, attempts, updated_at, "
+            "INSERT INTO listed_items (job_id, item_no, account_id, batch_id, payload, status, attempts, updated_at, "
             "account_key) SELECT ?, item_no, account_id, batch_id, payload, 'PENDING', 0, ?, account_key(account_id) "
             "FROM _new_items",
             [job_id, now],
@@ -66,7 +73,7 @@ def delete_unlisted_items(con: duckdb.DuckDBPyConnection, job_id: int) -> int:
     """Delete the items an interrupted listing left (only for a job not marked listed, whose
     items never ran); returns how many."""
     rows = con.execute(
-        "DELETE FROM work_items WHERE job_id = ? AND NOT (SELECT items_listed FROM jobs WHERE job_id = ?) "
+        "DELETE FROM listed_items WHERE job_id = ? AND NOT (SELECT items_listed FROM jobs WHERE job_id = ?) "
         "RETURNING item_no", [job_id, job_id]).fetchall()
     return len(rows)
 
@@ -88,42 +95,71 @@ def read_items(
     con: duckdb.DuckDBPyConnection, job_id: int, statuses: tuple[str, ...], after: int, limit: int,
     error_code: str | None = None, item_no: int | None = None, upto: int | None = None,
 ) -> pa.Table:
-    """Work items of these statuses (one or two; of one error code, or one item, when given) with
-    after < item_no (<= upto, when given), in item order: keyset paging, or range paging when
-    the caller knows the items are mostly there (a fresh run reads its PENDING items by ranges)."""
-    if not 1 <= len(statuses) <= 2:
-        raise ValueError(f"read_items takes one or two statuses, not {statuses!r}")
-    return con.sql(
-        "SELECT item_no, batch_id, account_id, payload FROM work_items "
-        "WHERE job_id = $job AND item_no > $after AND ($upto IS NULL OR item_no <= $upto) "
-        "AND (status = $s1 OR status = $s2) "
-        "AND ($code IS NULL OR error_code = $code) AND ($item IS NULL OR item_no = $item) "
-        "ORDER BY item_no LIMIT $limit",
-        params={"job": job_id, "after": after, "upto": upto, "s1": statuses[0], "s2": statuses[-1], "limit": limit,
-                "code": error_code, "item": item_no},
-    ).to_arrow_table()
+    """Work items of these statuses (PENDING, ERROR; of one error code, or one item, when given) with
+    after < item_no (<= upto, when given), in item order, with their current payload: keyset paging,
+    or range paging when the caller knows the items are mostly there (a fresh run reads its PENDING
+    items by ranges).
+
+    PENDING items are listed rows that never ran; they are looked for only while the job's counters
+    say some are left, so that a Reprocess of a finished job reads its errored items alone."""
+    unknown = set(statuses) - {"PENDING", "ERROR"}
+    if not statuses or unknown:
+        raise ValueError(f"read_items reads PENDING and ERROR work items, not {sorted(unknown) or statuses!r}")
+    params: dict[str, Any] = {"job": job_id, "after": after, "upto": upto, "item": item_no, "limit": limit}
+    match = "job_id = $job AND item_no > $after AND ($upto IS NULL OR item_no <= $upto) AND ($item IS NULL OR item_no = $item)"
+    parts = []
+    if "PENDING" in statuses and error_code is None and _pending_left(con, job_id):
+        parts.append(f"SELECT item_no, batch_id, account_id, payload FROM listed_items WHERE {match} AND status = 'PENDING'")
+    if "ERROR" in statuses:
+        params["code"] = error_code
+        parts.append(f"SELECT item_no, batch_id, account_id, payload FROM item_states WHERE {match} "
+                     "AND status = 'ERROR' AND ($code IS NULL OR error_code = $code)")
+    if not parts:
+        return _ITEMS_SCHEMA.empty_table()
+    return con.sql(" UNION ALL ".join(parts) + " ORDER BY item_no LIMIT $limit", params=params).to_arrow_table()
+
+
+_ITEMS_SCHEMA = pa.schema([("item_no", pa.int32()), ("batch_id", pa.int32()), ("account_id", pa.string()),
+                          ("payload", pa.string())])
+
+
+def _pending_left(con: duckdb.DuckDBPyConnection, job_id: int) -> bool:
+    """Whether the job's counters leave PENDING items (each result write updates them with its outcomes)."""
+    rows = con.execute("SELECT total - processed - error FROM jobs WHERE job_id = ?", [job_id]).fetchall()
+    return bool(rows) and rows[0][0] > 0
 
 
 def find_item(con: duckdb.DuckDBPyConnection, job_id: int, account_id: str) -> tuple[Any, ...] | None:
-    """(item_no, status, error_code, payload) of the job's work item for an account (found by its
+    """(item_no, status, error_code, payload) of the job's work item for an account, now (found by its
     integer account_key first, as account_history does: integers compare far faster than ids)."""
     rows = con.execute(
-        "SELECT item_no, status, error_code, payload FROM work_items WHERE job_id = ? "
+        "SELECT item_no, status, error_code, payload FROM listed_items WHERE job_id = ? "
         "AND account_key = account_key(?) AND account_id = ? ORDER BY item_no LIMIT 1",
         [job_id, account_id, account_id]).fetchall()
-    return rows[0] if rows else None
+    if not rows:
+        return None
+    state = con.execute("SELECT item_no, status, error_code, payload FROM item_states WHERE job_id = ? AND item_no = ?",
+                        [job_id, rows[0][0]]).fetchall()
+    return (state or rows)[0]
 
 
 def edit_payload(con: duckdb.DuckDBPyConnection, job_id: int, item_no: int, payload: str, now: dt.datetime,
                  actor: str) -> int:
-    """Give a work item a corrected payload; the earlier one stays in payload_edits. Returns the edit's number."""
+    """Give a work item a corrected payload; the earlier one stays in payload_edits. Returns the edit's
+    number. The correction goes to the item's state (one is made for an item without), never to
+    the listed row."""
     edit_no = con.execute(
         "SELECT coalesce(max(edit_no), 0) + 1 FROM payload_edits WHERE job_id = ? AND item_no = ?",
         [job_id, item_no]).fetchall()[0][0]
     con.execute(
         "INSERT INTO payload_edits SELECT job_id, item_no, ?, ?, ?, payload, ? FROM work_items "
         "WHERE job_id = ? AND item_no = ?", [edit_no, now, actor, payload, job_id, item_no])
-    con.execute("UPDATE work_items SET payload = ?, updated_at = ? WHERE job_id = ? AND item_no = ?",
+    con.execute(
+        "INSERT INTO item_states SELECT job_id, item_no, account_id, batch_id, payload, status, error_code, reason, "
+        "attempts, updated_at FROM listed_items l WHERE job_id = ? AND item_no = ? "
+        "AND NOT EXISTS (SELECT 1 FROM item_states s WHERE s.job_id = l.job_id AND s.item_no = l.item_no)",
+        [job_id, item_no])
+    con.execute("UPDATE item_states SET payload = ?, updated_at = ? WHERE job_id = ? AND item_no = ?",
                 [payload, now, job_id, item_no])
     return edit_no
 
@@ -146,7 +182,8 @@ def write_results(
     counters, its attempt is number 1, and its error code and reason are still empty. Then the
     attempts are appended as they are, and when the items are one unbroken range the processed
     ones are updated by that range (their updated_at: the group's last finish) and only the
-    failed ones by a join."""
+    failed ones by a join. Otherwise the items that have a state (they errored before) are
+    written to item_states alone, and only the others touch listed_items."""
     bounds = pc.min_max(results.column("item_no"))
     lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
     statuses = results.column("status")
@@ -155,28 +192,10 @@ def write_results(
     con.register("_results", results)
     try:
         if fresh:
-            _write_first_attempts(con, job_id, results, run_token, lo, hi, new_processed)
+            _write_first_outcomes(con, job_id, results, run_token, lo, hi, new_processed)
             old = (0, 0)
         else:
-            old = con.execute(
-                "SELECT count(*) FILTER (WHERE w.status = 'PROCESSED'), count(*) FILTER (WHERE w.status = 'ERROR') "
-                "FROM work_items w JOIN _results r ON w.item_no = r.item_no "
-                "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ?",
-                [job_id, lo, hi],
-            ).fetchall()[0]
-            con.execute(
-                "INSERT INTO attempts SELECT ?, r.item_no, w.attempts + 1, r.batch_id, r.status, r.error_code, "
-                "r.reason, r.started_at, r.finished_at, ? "
-                "FROM _results r JOIN work_items w ON w.item_no = r.item_no "
-                "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ?",
-                [job_id, run_token, job_id, lo, hi],
-            )
-            con.execute(
-                "UPDATE work_items w SET status = r.status, error_code = r.error_code, reason = r.reason, "
-                "attempts = w.attempts + 1, updated_at = r.finished_at FROM _results r "
-                "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ? AND w.item_no = r.item_no",
-                [job_id, lo, hi],
-            )
+            old = _write_later_outcomes(con, job_id, results, run_token, lo, hi)
     finally:
         con.unregister("_results")
     d_processed, d_error = new_processed - old[0], new_error - old[1]
@@ -187,7 +206,7 @@ def write_results(
     return d_processed, d_error
 
 
-def _write_first_attempts(con: duckdb.DuckDBPyConnection, job_id: int, results: pa.Table, run_token: str,
+def _write_first_outcomes(con: duckdb.DuckDBPyConnection, job_id: int, results: pa.Table, run_token: str,
                           lo: int, hi: int, processed: int) -> None:
     """write_results for items that never ran (``_results`` is registered)."""
     con.execute(
@@ -197,20 +216,70 @@ def _write_first_attempts(con: duckdb.DuckDBPyConnection, job_id: int, results: 
     if unbroken and processed:
         last = pc.max(results.column("finished_at"))
         con.execute(
-            "UPDATE work_items SET status = 'PROCESSED', attempts = 1, updated_at = ? "
+            "UPDATE listed_items SET status = 'PROCESSED', attempts = 1, updated_at = ? "
             "WHERE job_id = ? AND item_no BETWEEN ? AND ? AND status = 'PENDING'", [last.as_py(), job_id, lo, hi])
     if unbroken and processed == results.num_rows:
         return
     con.execute(  # the failed items (all of them when the range is broken)
-        "UPDATE work_items w SET status = r.status, error_code = r.error_code, reason = r.reason, attempts = 1, "
+        "UPDATE listed_items w SET status = r.status, error_code = r.error_code, reason = r.reason, attempts = 1, "
         "updated_at = r.finished_at FROM _results r WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ? "
         "AND w.item_no = r.item_no AND (? OR r.status <> 'PROCESSED')", [job_id, lo, hi, not unbroken])
+    con.execute(
+        "INSERT INTO item_states SELECT w.job_id, w.item_no, w.account_id, w.batch_id, w.payload, r.status, "
+        "r.error_code, r.reason, 1, r.finished_at FROM _results r JOIN listed_items w ON w.item_no = r.item_no "
+        "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ? AND r.status = 'ERROR' ORDER BY w.item_no",
+        [job_id, lo, hi])
+
+
+def _write_later_outcomes(con: duckdb.DuckDBPyConnection, job_id: int, results: pa.Table, run_token: str,
+                          lo: int, hi: int) -> tuple[int, int]:
+    """write_results for items that may have run before (``_results`` is registered); returns the
+    (processed, error) counts of the outcomes they had."""
+    known = con.execute(
+        "SELECT s.item_no, s.status FROM item_states s JOIN _results r ON s.item_no = r.item_no "
+        "WHERE s.job_id = ? AND s.item_no BETWEEN ? AND ?", [job_id, lo, hi]).fetchall()
+    old = [sum(1 for _, status in known if status == "PROCESSED"), sum(1 for _, status in known if status == "ERROR")]
+    if known:
+        con.execute(
+            "INSERT INTO attempts SELECT ?, r.item_no, s.attempts + 1, r.batch_id, r.status, r.error_code, r.reason, "
+            "r.started_at, r.finished_at, ? FROM _results r JOIN item_states s ON s.item_no = r.item_no "
+            "WHERE s.job_id = ? AND s.item_no BETWEEN ? AND ?", [job_id, run_token, job_id, lo, hi])
+        con.execute(
+            "UPDATE item_states s SET status = r.status, error_code = r.error_code, reason = r.reason, "
+            "attempts = s.attempts + 1, updated_at = r.finished_at FROM _results r "
+            "WHERE s.job_id = ? AND s.item_no BETWEEN ? AND ? AND s.item_no = r.item_no", [job_id, lo, hi])
+    if len(known) == results.num_rows:
+        return old[0], old[1]
+    rest = results.filter(pc.invert(pc.is_in(results.column("item_no"), pa.array([n for n, _ in known], pa.int32()))))
+    con.register("_rest", rest)
+    try:
+        bounds = pc.min_max(rest.column("item_no"))
+        where = "WHERE w.job_id = ? AND w.item_no BETWEEN ? AND ? AND w.item_no = r.item_no"
+        keys = [job_id, bounds["min"].as_py(), bounds["max"].as_py()]
+        before = con.execute(
+            "SELECT count(*) FILTER (WHERE w.status = 'PROCESSED'), count(*) FILTER (WHERE w.status = 'ERROR') "
+            f"FROM listed_items w, _rest r {where}", keys).fetchall()[0]
+        con.execute(
+            "INSERT INTO attempts SELECT ?, r.item_no, w.attempts + 1, r.batch_id, r.status, r.error_code, r.reason, "
+            f"r.started_at, r.finished_at, ? FROM listed_items w, _rest r {where}", [job_id, run_token, *keys])
+        # an error, or an outcome after the first: from now on the item's state is in item_states
+        con.execute(
+            "INSERT INTO item_states SELECT w.job_id, w.item_no, w.account_id, w.batch_id, w.payload, r.status, "
+            f"r.error_code, r.reason, w.attempts + 1, r.finished_at FROM listed_items w, _rest r {where} "
+            "AND (r.status = 'ERROR' OR w.status <> 'PENDING') ORDER BY w.item_no", keys)
+        con.execute(  # the first outcome of items that never ran
+            "UPDATE listed_items w SET status = r.status, error_code = r.error_code, reason = r.reason, "
+            f"attempts = w.attempts + 1, updated_at = r.finished_at FROM _rest r {where} AND w.status = 'PENDING'",
+            keys)
+    finally:
+        con.unregister("_rest")
+    return old[0] + before[0], old[1] + before[1]
 
 
 def errors_by_code(con: duckdb.DuckDBPyConnection, job_id: int) -> list[tuple[str, int]]:
     """(error_code, count), largest count first."""
     return con.execute(
-        "SELECT error_code, count(*) AS n FROM work_items WHERE job_id = ? AND status = 'ERROR' "
+        "SELECT error_code, count(*) AS n FROM item_states WHERE job_id = ? AND status = 'ERROR' "
         "GROUP BY error_code ORDER BY n DESC, error_code",
         [job_id],
     ).fetchall()
@@ -228,7 +297,7 @@ def errored_items(
     payload, attempts. Keyset paging with ``after`` (an item_no); ``offset`` also works."""
     return con.execute(
         "SELECT item_no, account_id, batch_id, status, error_code, reason, payload, attempts "
-        "FROM work_items WHERE job_id = ? AND status = 'ERROR' AND (? IS NULL OR error_code = ?) "
+        "FROM item_states WHERE job_id = ? AND status = 'ERROR' AND (? IS NULL OR error_code = ?) "
         "AND item_no > ? ORDER BY item_no LIMIT ? OFFSET ?",
         [job_id, error_code, error_code, after, limit, offset],
     ).fetchall()
@@ -241,12 +310,12 @@ def account_history(
     newest first: schedule, run_date, generation, current generation, job, attempt, batch_id,
     status, error_code, reason, finished_at, payload.
 
-    Two steps: the account's newest work items (a scan of the integer account_key, ~3x faster than
-    of the ids), then their attempts by job and item number, which DuckDB's zone maps narrow to a
-    few row groups (a join would scan every attempt)."""
+    Steps: the account's newest listed work items (a scan of the integer account_key, ~3x faster
+    than of the ids), then their attempts and corrected payloads (item_states) by job and item
+    number, which DuckDB's zone maps narrow to a few row groups (a join would scan every row)."""
     items = con.execute(
         "SELECT w.job_id, w.item_no, e.schedule, e.run_date, j.generation, e.generation, j.name, j.sequence, "
-        "w.payload FROM work_items w "
+        "w.payload FROM listed_items w "
         "JOIN jobs j ON j.job_id = w.job_id "
         "JOIN executions e ON e.execution_id = j.execution_id "
         "WHERE e.client = ? AND w.account_key = account_key(?) AND w.account_id = ? "
@@ -257,18 +326,21 @@ def account_history(
         return []
     job_ids = sorted({r[0] for r in items})
     item_nos = sorted({r[1] for r in items})
+    in_items = (f"WHERE job_id IN ({', '.join('?' * len(job_ids))}) AND item_no IN ({', '.join('?' * len(item_nos))})",
+            [*job_ids, *item_nos])
     attempts = con.execute(
-        "SELECT job_id, item_no, attempt, batch_id, status, error_code, reason, finished_at FROM attempts "
-        f"WHERE job_id IN ({', '.join('?' * len(job_ids))}) AND item_no IN ({', '.join('?' * len(item_nos))})",
-        [*job_ids, *item_nos],
-    ).fetchall()
+        f"SELECT job_id, item_no, attempt, batch_id, status, error_code, reason, finished_at FROM attempts {in_items[0]}",
+        in_items[1]).fetchall()
+    payloads = {(j, n): p for j, n, p in con.execute(f"SELECT job_id, item_no, payload FROM item_states {in_items[0]}",
+                                                     in_items[1]).fetchall()}
     by_item: dict[tuple[int, int], list[tuple[Any, ...]]] = {}
     for a in attempts:
         by_item.setdefault((a[0], a[1]), []).append(a)
     out: list[tuple[Any, ...]] = []
     for job_id, item_no, schedule, run_date, generation, current, job, _seq, payload in items:
         for a in sorted(by_item.get((job_id, item_no), ()), key=lambda a: -a[2]):
-            out.append((schedule, run_date, generation, current, job, a[2], a[3], a[4], a[5], a[6], a[7], payload))
+            out.append((schedule, run_date, generation, current, job, a[2], a[3], a[4], a[5], a[6], a[7],
+                        payloads.get((job_id, item_no), payload)))
             if len(out) == limit:
                 return out
     return out
