@@ -112,7 +112,8 @@ def test_a_held_file_is_handed_to_another_process_that_asks(tmp_path):
 
 
 def test_account_history_finds_items_by_account_key_also_in_a_workspace_from_before_the_key(prepared):
-    """Migration 4 gives every existing work item its account_key; new items get one on insert."""
+    """Migration 4 gives every existing work item its account_key (6 cuts it to 32 bits); new items
+    get one on insert."""
     from allegro_ops.demo import init_demo
 
     def build(w: Workspace) -> None:
@@ -129,8 +130,11 @@ def test_account_history_finds_items_by_account_key_also_in_a_workspace_from_bef
     ws.store.write(lambda con: (as_before_item_states(con),
                                 con.execute("ALTER TABLE work_items DROP COLUMN account_key"),
                                 con.execute("DROP MACRO account_key"),
-                                con.execute("DELETE FROM schema_migrations WHERE version = 4")))
+                                con.execute("DELETE FROM schema_migrations WHERE version IN (4, 6)")))
     again = Workspace(ws.home, clock=ws.clock, actor="tester")
     assert again.account_history("acme", account) == expected
     assert q(again, "SELECT count(*) FROM work_items WHERE account_key IS NULL") == [(0,)]
+    # migration 4 gave 64-bit keys, migration 6 cut them to the 32 bits the macro gives new items
+    assert q(again, "SELECT count(*) FROM listed_items WHERE account_key IS DISTINCT FROM account_key(account_id)") \
+        == [(0,)]
     assert again.account_history("acme", "no-such-account") == []
