@@ -179,6 +179,16 @@ def reprocess_once(ws: Workspace, schedule: str, day: dt.date) -> dict[str, floa
     return {"wall_ms": wall * 1000.0, "handler_ms": TimedNoop.inside_s * 1000.0, "calls": TimedNoop.calls}
 
 
+def _flush(path: Path) -> None:
+    """Write a restored copy's pages to disk now: else the Reprocess's first checkpoint (DuckDB
+    fsyncs the file) waits for the copy's ~0.5 GB of dirty pages (measured: +150-350 ms a run)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def measure_reprocess(ws: Workspace, schedule: str, day: dt.date, repeat: int) -> dict[str, Any]:
     """Reprocess ``repeat`` times from the same state: the file is copied aside and back between runs."""
     files = [ws.store.path, ws.store.path.with_name(ws.store.path.name + ".wal")]
@@ -193,6 +203,7 @@ def measure_reprocess(ws: Workspace, schedule: str, day: dt.date, repeat: int) -
                     f.unlink(missing_ok=True)
                 for f, copy in saved.items():
                     shutil.copyfile(copy, f)
+                    _flush(f)
             runs.append(reprocess_once(ws, schedule, day))
     finally:
         for copy in saved.values():
