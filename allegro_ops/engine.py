@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
 
 import pyarrow as pa
 
@@ -29,18 +28,22 @@ from .states import JobStatus, WorkItemStatus, derive_execution_status
 from .store import Store
 from .store import executions as ex_sql
 from .store import work_items as wi_sql
+from .store.db import ROW_GROUP_ROWS
 
 __all__ = ["Engine", "RunMode", "Selection", "LeaseLost", "outcome_of", "process_batch"]
 
 Clock = Callable[[], dt.datetime]
 
 
-# Finished batches are written together, in one transaction, once this many results wait or the
-# oldest waited this long: larger transactions cost less per item (DuckDB writes an insert of
-# about a row group, 122,880 rows, straight to the file instead of the WAL), shorter ones keep
-# the Stats fresh and hand the file over sooner to another process that asks for it.
-_WRITE_ROWS = 50_000
+# Listings are stored, and results written, one row group at a time (ROW_GROUP_ROWS, 30,720): DuckDB
+# writes an insert of whole row groups straight to the file, compressed, so that nothing of it is
+# left in the write-ahead log for a checkpoint to redo (smaller or unaligned transactions cost
+# 1.5-2.5x as much in checkpoints, which another process that wants the file has to wait for), and
+# one transaction takes ~50-100 ms, so such a process gets the file soon. Results that make less
+# than a row group are written once the oldest waited _WRITE_EVERY_S (fresh Stats), or at the end.
+_WRITE_ROWS = ROW_GROUP_ROWS
 _WRITE_EVERY_S = 0.25
+_READ_ROWS = ROW_GROUP_ROWS  # items read from the store (or turned into Python rows) at a time, at least
 _OVERLAP_FROM = 20_000  # items: a fresh listing this large runs from memory while it is stored
 _MIN_PIECE = 8  # items: below this, a piece's own cost (~0.3 ms) outweighs spreading it over workers
 _MIN_REMOTE_PIECE = 64  # items: on Dask a piece should carry well over a task's own ~3-4 ms
@@ -158,23 +161,19 @@ class Engine:
                 invalid = None if checked else self.store.read(lambda con: wi_sql.first_invalid_payload(con, listed))
                 if invalid is not None:
                     raise BadInput(f"job {job.name}: work item {invalid!r}: payload is not valid JSON text")
-
-                def start() -> None:
-                    self._store_items(run, job, listed, config.batch_size, now)
-            else:
+            last_item = job.total if listed is None else listed.num_rows  # items are numbered 1..last_item
+            if listed is None:
 
                 def start(con):
                     self._check_lease(con, run)
                     ex_sql.set_job(con, job.job_id, status="IN_PROGRESS", started_at=job.started_at or now,
                                    finished_at=None)
 
-            last_item = job.total if listed is None else listed.num_rows  # items are numbered 1..last_item
-            if listed is None:
                 self.store.write(start)
             elif listed.num_rows >= _OVERLAP_FROM and selection == Selection():
-                storing = _in_background(start)
+                storing = listing.in_background(self._store_items, run, job, listed, config.batch_size, now)
             else:
-                start()
+                self._store_items(run, job, listed, config.batch_size, now)
                 listed = None  # stored: run from the store as usual
             state = job_type.prepare(ctx)
             faults.point("job-started")
@@ -184,17 +183,18 @@ class Engine:
                 wait([storing])
             self.store.write(lambda con: ex_sql.set_job(con, job.job_id, status=job.status))
             raise
-        source = _Source(listed, storing, last_item)
+        source = listing.Source(listed, storing, last_item)
+        listed = None  # the source holds the table, and lets it go once the store holds the items
         self._run_batches(run, job, config, job_type, state, ctx, statuses, selection, source)
         completed = self.store.write(lambda con: self._finish_job(con, run, job.job_id, config))
         faults.point("job-finished")
         return completed
 
     def _store_items(self, run: _Run, job: ex_sql.JobRow, listed: pa.Table, batch_size: int, now: dt.datetime) -> None:
-        """Insert a listing in transactions of at most _WRITE_ROWS items, so that another process
-        that asks for the file gets it between them; the last one marks the job listed. Items
-        left by an interrupted listing (never run: nothing is written before the job is listed)
-        are deleted first."""
+        """Insert a listing in transactions of one row group each, so that another process that
+        asks for the file gets it between them; the last one marks the job listed. Items left by
+        an interrupted listing (never run: nothing is written before the job is listed) are
+        deleted first."""
         for first in range(0, max(listed.num_rows, 1), _WRITE_ROWS):
             part = listed.slice(first, _WRITE_ROWS)
             last = first + _WRITE_ROWS >= listed.num_rows
@@ -212,12 +212,11 @@ class Engine:
             self.store.write(store)
 
     def _run_batches(self, run, job, config: JobConfig, job_type, state, ctx, statuses, selection,
-                     source: _Source) -> None:
+                     source: listing.Source) -> None:
         """Run the items in pieces of about batch_size / concurrency (at least 64 items on a
         remote executor), so that every worker is busy even when there are fewer batches than
-        workers. A batch is written once all its pieces are done, with every other finished
-        batch, in one transaction: once _WRITE_ROWS results wait, or the oldest waited
-        _WRITE_EVERY_S, or at the end."""
+        workers. Outcomes are written once a batch's pieces are all done, in whole row groups of
+        results as soon as there are some, the rest once it waited _WRITE_EVERY_S, or at the end."""
         async_job = aio.is_async(job_type)
         executor = make_executor(self.executor, config.concurrency, config.params, async_job=async_job)
         workers = max(1, config.concurrency)
@@ -231,25 +230,32 @@ class Engine:
         groups: deque[list[_Piece]] = deque()  # the pieces of each submitted, unwritten batch
         limits = Limits(config.item_timeout_s, config.batch_timeout_s)
         # no earlier outcome to take off the counters (listed by this run: every item is PENDING)
-        fresh = statuses == (WorkItemStatus.PENDING.value,) or source.items is not None
+        fresh = statuses == (WorkItemStatus.PENDING.value,) or source.listed
         # pieces submitted and not yet finished (async: enough whole batches to fill the gate twice)
         slots = threading.Semaphore(-(-2 * workers // piece) + 1 if run_piece is not process_batch else 2 * workers)
-        last_write = time.monotonic()
+        unwritten: list[pa.Table] = []  # outcomes of finished batches, not yet written
+        since = time.monotonic()  # when the oldest of them was collected
 
         def flush(final: bool) -> None:
-            nonlocal groups, last_write
+            nonlocal groups, since
             done = [g for g in groups if all(p.future.done() for p in g)]
-            if not done:
+            if done:
+                finished = {id(g) for g in done}
+                groups = deque(g for g in groups if id(g) not in finished)
+                if not unwritten:
+                    since = time.monotonic()
+                unwritten.extend(p.outcomes(self.clock) for g in done for p in g)
+            waiting = sum(t.num_rows for t in unwritten)
+            due = final or time.monotonic() - since >= _WRITE_EVERY_S
+            write = waiting if due else waiting - waiting % _WRITE_ROWS  # whole row groups, until the rest is due
+            if not write:
                 return
-            waiting = sum(len(p.rows) for g in done for p in g)
-            if not final and waiting < _WRITE_ROWS and time.monotonic() - last_write < _WRITE_EVERY_S:
-                return
-            written = {id(g) for g in done}
-            groups = deque(g for g in groups if id(g) not in written)
             if source.storing is not None:
                 source.storing.result()  # the items are in the store before any outcome (raises if not)
-            self._write_done(run, job.job_id, done, fresh)
-            last_write = time.monotonic()
+            results = pa.concat_tables(unwritten)
+            unwritten[:] = [results.slice(write)] if write < waiting else []
+            self._write_results(run, job.job_id, results.slice(0, write), fresh)
+            since = time.monotonic()
 
         def submit(rows: list[tuple], siblings: list[_Piece]) -> _Piece:
             while not slots.acquire(blocking=False):
@@ -274,6 +280,7 @@ class Engine:
             while groups:
                 _wait_for_one(groups)
                 flush(final=all(p.future.done() for g in groups for p in g))
+            flush(final=True)
             if source.storing is not None:
                 source.storing.result()  # also when nothing was written (no items)
             ok = True
@@ -281,16 +288,21 @@ class Engine:
             executor.close(cancel=not ok)
 
     def _batches(self, job_id: int, statuses: tuple[str, ...], config: JobConfig,
-                 selection: Selection, source: _Source) -> Iterator[list[tuple]]:
-        """The items to run, batch by batch, in chunks: from memory when this run listed them,
-        else read by ranges of item numbers in a fresh run (its PENDING items are nearly all
-        there), else by keyset (few among many)."""
-        chunk = -(-max(config.batch_size * max(1, config.concurrency), 50_000) // config.batch_size) * config.batch_size
-        if source.items is not None:
-            yield from listing.batches(source.items, config.batch_size, chunk)
-            return
+                 selection: Selection, source: listing.Source) -> Iterator[list[tuple]]:
+        """The items to run, batch by batch, in chunks: from memory when this run listed them, until
+        the store holds them (then the listed table is let go, so that a run's memory does not grow
+        with its listing, and the rest is read by ranges of item numbers, which gives the same
+        batches); else by ranges in a fresh run (its PENDING items are nearly all there), else by
+        keyset (few among many)."""
+        chunk = -(-max(config.batch_size * max(1, config.concurrency), _READ_ROWS) // config.batch_size) * config.batch_size
         after, last_item = 0, source.last_item
-        ranged = statuses == (WorkItemStatus.PENDING.value,) and selection == Selection() and last_item > 0
+        listed, source.items = source.items, None  # from here on only this generator holds the table
+        ranged = source.listed or (statuses == (WorkItemStatus.PENDING.value,) and selection == Selection())
+        while listed is not None and after < last_item and not source.stored():
+            yield from listing.batches(listed, config.batch_size, after, after + chunk)
+            after += chunk
+        listed = None
+        ranged = ranged and last_item > 0
         while not ranged or after < last_item:
             upto = after + chunk if ranged else None
             table = self.store.read(lambda con: wi_sql.read_items(con, job_id, statuses, after, chunk,
@@ -304,18 +316,18 @@ class Engine:
             if not ranged and len(rows) < chunk:
                 return  # a short keyset page is the last one: no scan for an empty one
 
-    def _write_done(self, run: _Run, job_id: int, done: list[list[_Piece]], fresh: bool) -> None:
-        """Write the outcomes of these finished batches in one transaction."""
-        results = pa.concat_tables([p.outcomes(self.clock) for g in done for p in g])
-        now = self.clock()
+    def _write_results(self, run: _Run, job_id: int, results: pa.Table, fresh: bool) -> None:
+        """Write these outcomes, one row group per transaction (the last one may be smaller)."""
+        for first in range(0, results.num_rows, _WRITE_ROWS):
+            part, now = results.slice(first, _WRITE_ROWS), self.clock()
 
-        def write(con):
-            self._check_lease(con, run)
-            wi_sql.write_results(con, job_id, results, run.token, fresh=fresh)
-            ex_sql.heartbeat(con, run.execution_id, run.token, now)
-            faults.point("results-writing")
+            def write(con, part=part, now=now):
+                self._check_lease(con, run)
+                wi_sql.write_results(con, job_id, part, run.token, fresh=fresh)
+                ex_sql.heartbeat(con, run.execution_id, run.token, now)
+                faults.point("results-writing")
 
-        self.store.write(write)
+            self.store.write(write)
         faults.point("results-written")
 
     def _finish_job(self, con, run: _Run, job_id: int, config: JobConfig) -> bool:
@@ -362,29 +374,6 @@ def _final_status(config: JobConfig, total: int, pending: int, error: int) -> Jo
     if pending:
         return JobStatus.ERRORED if error and not config.accepts(error, total) else JobStatus.IN_PROGRESS
     return JobStatus.COMPLETED if config.accepts(error, total) else JobStatus.ERRORED
-
-
-@dataclass(frozen=True)
-class _Source:
-    """Where a job run's items come from: the listed table (stored meanwhile by ``storing``), or the store."""
-
-    items: pa.Table | None
-    storing: Future | None
-    last_item: int  # the items are numbered 1..last_item
-
-
-def _in_background(fn: Callable[..., Any], *args: Any) -> Future:
-    """Run fn(*args) on a thread of its own; its future."""
-    future: Future = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
-            future.set_exception(exc)
-
-    threading.Thread(target=run, name="allegro-store-items", daemon=True).start()
-    return future
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,15 @@
 table of account_id and payload (JSON text), and that table cut into batches in memory.
 
 A fresh run of a large listing runs its first batches straight from this table while the store
-inserts it (engine.py), instead of reading the items back from the file.
+inserts it (engine.py; ``Source``, ``in_background``), instead of reading the items back from the
+file, and lets the table go once the store holds every item.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import pandas as pd
@@ -15,19 +18,20 @@ import pyarrow as pa
 
 from .errors import BadInput
 
-__all__ = ["normalize", "batches"]
+__all__ = ["normalize", "batches", "Source", "in_background"]
 
 
-def batches(items: pa.Table, batch_size: int, chunk: int) -> Iterator[list[tuple[int, int, str, str]]]:
-    """The rows (item_no, batch_id, account_id, payload) of a listed table, batch by batch,
-    numbered as the store numbers them (items from 1 in the table's order, batches of batch_size)."""
-    for start in range(0, items.num_rows, chunk):
-        part = items.slice(start, chunk)
-        stop = start + part.num_rows
-        rows = list(zip(range(start + 1, stop + 1), [i // batch_size + 1 for i in range(start, stop)],
-                        part.column("account_id").to_pylist(), part.column("payload").to_pylist()))
-        for i in range(0, len(rows), batch_size):
-            yield rows[i : i + batch_size]
+def batches(items: pa.Table, batch_size: int, start: int = 0, stop: int | None = None
+            ) -> Iterator[list[tuple[int, int, str, str]]]:
+    """The rows (item_no, batch_id, account_id, payload) of a listed table from row ``start`` (a
+    multiple of batch_size) to ``stop`` (or the end), batch by batch, numbered as the store numbers
+    them (items from 1 in the table's order, batches of batch_size from item 1)."""
+    part = items.slice(start, (items.num_rows if stop is None else stop) - start)
+    stop = start + part.num_rows
+    rows = list(zip(range(start + 1, stop + 1), [i // batch_size + 1 for i in range(start, stop)],
+                    part.column("account_id").to_pylist(), part.column("payload").to_pylist()))
+    for i in range(0, len(rows), batch_size):
+        yield rows[i : i + batch_size]
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # built once: json.dumps(**kw) builds one per call
@@ -101,3 +105,41 @@ def _encodable(text: str) -> bool:
         return True
     except UnicodeEncodeError:
         return False
+
+
+class Source:
+    """Where a job run's items come from: the listed table (stored meanwhile by ``storing``), or the store."""
+
+    def __init__(self, items: pa.Table | None, storing: Future | None, last_item: int) -> None:
+        self.items = items
+        self.listed = items is not None  # this run listed the items: every one is PENDING until it runs
+        self.storing = storing
+        self.last_item = last_item  # the items are numbered 1..last_item
+
+    def stored(self) -> bool:
+        """Whether the store holds every listed item (a failed insert is not: it is raised at the next write)."""
+        return self.storing is None or (self.storing.done() and self.storing.exception() is None)
+
+
+def in_background(fn: Callable[..., Any], *args: Any) -> Future:
+    """Run fn(*args) on a thread of its own; its future. The thread lets go of fn and its arguments
+    before the future is done (the engine drops a listed table once it is stored)."""
+    future: Future = Future()
+    call = [fn, args]
+
+    def run() -> None:
+        fn_, args_ = call.pop(0), call.pop(0)
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = fn_(*args_)
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+            error = exc
+        del fn_, args_
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    threading.Thread(target=run, name="allegro-store-items", daemon=True).start()
+    return future

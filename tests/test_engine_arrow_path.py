@@ -5,8 +5,10 @@ times come from the run's clock."""
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import re
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +188,46 @@ def test_a_large_listing_run_from_memory_while_stored_leaves_what_the_store_path
     overlapped.process("lab", "s", DAY)
     assert _state(overlapped) == _state(stored)
     assert _state(stored)[2] == [("ERRORED", 103, 89, 14, True)]
+
+
+def test_a_listing_run_from_memory_goes_on_from_the_store_once_stored_and_lets_the_table_go(
+        tmp_path, clock, monkeypatch):
+    from allegro_ops import engine, listing
+
+    table = _table(103)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    stored = listed_workspace(tmp_path / "a", clock, "same", table, batch_size=10, concurrency=3)
+    stored.process("lab", "s", DAY)
+    monkeypatch.setattr(engine, "_OVERLAP_FROM", 50)
+    monkeypatch.setattr(engine, "_READ_ROWS", 20)  # chunks of 30 items (batch 10 x concurrency 3)
+    tables, checks, reads = [], [], []
+    real_normalize, real_stored, real_read = listing.normalize, listing.Source.stored, wi_sql.read_items
+
+    def normalize(*args):
+        listed, checked = real_normalize(*args)
+        tables.append(weakref.ref(listed))
+        return listed, checked
+
+    def stored_after_the_first_chunk(source):
+        checks.append(source.items)
+        if len(checks) == 1:
+            return False  # the first chunk runs from memory ...
+        source.storing.result()  # ... the next ones once the store holds every item
+        return real_stored(source)
+
+    def read_items(*args):
+        gc.collect()
+        reads.append((args[3], args[7], tables[0]() is None))  # (after, upto, the listed table is gone)
+        return real_read(*args)
+
+    monkeypatch.setattr(listing, "normalize", normalize)
+    monkeypatch.setattr(listing.Source, "stored", stored_after_the_first_chunk)
+    monkeypatch.setattr(wi_sql, "read_items", read_items)
+    overlapped = listed_workspace(tmp_path / "b", clock, "same", table, batch_size=10, concurrency=3)
+    overlapped.process("lab", "s", DAY)
+    assert checks == [None, None]  # the generator holds the table, not the source
+    assert reads == [(30, 60, True), (60, 90, True), (90, 120, True)]
+    assert _state(overlapped) == _state(stored)
 
 
 def test_when_storing_a_listing_fails_no_outcome_is_written_and_the_next_process_runs_it_all(
