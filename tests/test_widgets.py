@@ -532,13 +532,14 @@ def test_process_runs_in_a_background_thread_and_auto_refresh_ends_with_the_run(
     assert enabled_actions(dash) == {"reprocess", "reset"}
 
 
-def _slow_demo(ws: Workspace) -> None:
-    init_demo(ws, accounts=80, seed=7, batch_size=10, item_delay_ms=20)
+def _slow_demo(ws: Workspace, item_delay_ms: int = 20) -> None:
+    init_demo(ws, accounts=80, seed=7, batch_size=10, item_delay_ms=item_delay_ms)
     ws.create(*TARGET)
 
 
 def test_tiles_show_progress_while_a_run_is_live(workspace: Workspace, make_dashboard) -> None:
-    _slow_demo(workspace)
+    # slow enough that a job's results take several writes (one every 0.25 s) even on a busy machine
+    _slow_demo(workspace, item_delay_ms=50)
     dash = make_dashboard(workspace, run_in_background=True, refresh_seconds=0.05)
     open_schedule(dash)
     action(dash, "process").click()
