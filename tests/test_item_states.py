@@ -55,7 +55,8 @@ def test_reprocess_and_retry_write_item_states_and_leave_the_listed_rows_as_list
     assert ws.job_errors(C, S, D, JOB) == []
     # the corrected payload is the item's payload now (retried with it: still failing, the cause was
     # not fixed yet; then Reprocessed); the listed one is kept
-    now = rows(ws, "SELECT payload, attempts FROM work_items WHERE job_id = ? AND account_id = ?", [job, item.account_id])
+    now = rows(ws, "SELECT payload, attempts FROM work_items WHERE job_id = ? AND account_id = ?",
+               [job, item.account_id])
     assert now == [(fixed, 3)]
     (listed_payload,), = rows(ws, "SELECT payload FROM listed_items WHERE job_id = ? AND account_id = ?",
                               [job, item.account_id])

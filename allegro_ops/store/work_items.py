@@ -106,10 +106,12 @@ def read_items(
     if not statuses or unknown:
         raise ValueError(f"read_items reads PENDING and ERROR work items, not {sorted(unknown) or statuses!r}")
     params: dict[str, Any] = {"job": job_id, "after": after, "upto": upto, "item": item_no, "limit": limit}
-    match = "job_id = $job AND item_no > $after AND ($upto IS NULL OR item_no <= $upto) AND ($item IS NULL OR item_no = $item)"
+    match = ("job_id = $job AND item_no > $after AND ($upto IS NULL OR item_no <= $upto) "
+             "AND ($item IS NULL OR item_no = $item)")
     parts = []
     if "PENDING" in statuses and error_code is None and _pending_left(con, job_id):
-        parts.append(f"SELECT item_no, batch_id, account_id, payload FROM listed_items WHERE {match} AND status = 'PENDING'")
+        parts.append(f"SELECT item_no, batch_id, account_id, payload FROM listed_items WHERE {match} "
+                     "AND status = 'PENDING'")
     if "ERROR" in statuses:
         params["code"] = error_code
         parts.append(f"SELECT item_no, batch_id, account_id, payload FROM item_states WHERE {match} "
@@ -329,7 +331,8 @@ def account_history(
     in_items = (f"WHERE job_id IN ({', '.join('?' * len(job_ids))}) AND item_no IN ({', '.join('?' * len(item_nos))})",
             [*job_ids, *item_nos])
     attempts = con.execute(
-        f"SELECT job_id, item_no, attempt, batch_id, status, error_code, reason, finished_at FROM attempts {in_items[0]}",
+        "SELECT job_id, item_no, attempt, batch_id, status, error_code, reason, finished_at "
+        f"FROM attempts {in_items[0]}",
         in_items[1]).fetchall()
     payloads = {(j, n): p for j, n, p in con.execute(f"SELECT job_id, item_no, payload FROM item_states {in_items[0]}",
                                                      in_items[1]).fetchall()}
