@@ -221,7 +221,7 @@ UPDATE work_items SET account_key = account_key(account_id);
 """),
     (5, "item states", """
 -- A Reprocess of 1,000 errored work items among 10 million must not scan or update the big table:
--- an UPDATE of 1,000 scattered rows rewrites nearly every row group it touches (0.2-0.7 s).
+-- an UPDATE of 1,000 scattered rows rewrites nearly every row group it touches (0.2-1.5 s).
 -- listed_items: every work item as listed, with its first outcome (PENDING until it runs).
 ALTER TABLE work_items RENAME TO listed_items;
 
