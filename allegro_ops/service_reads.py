@@ -11,6 +11,7 @@ from .dates import parse_date
 from .errors import BadInput, NotFound
 from .models import AuditEntry, ErrorCount, JobStats, WorkItem
 from .states import ExecutionStatus, JobAction, JobStatus, Phase, job_refusal
+from .store import accounts as acc_sql
 from .store import catalog as cat_sql
 from .store import executions as ex_sql
 from .store import work_items as wi_sql
@@ -72,7 +73,7 @@ class WorkspaceReads:
     # ----------------------------------------------------------------- history and audit
     def account_history(self, client: str, account_id: str, limit: int = 500) -> list[dict[str, Any]]:
         """Every attempt at the account's work items, newest date first, archived generations included."""
-        rows = self.store.read(lambda con: wi_sql.account_history(con, client, account_id, limit))
+        rows = self.store.read(lambda con: acc_sql.account_history(con, client, account_id, limit))
         keys = ("schedule", "run_date", "generation", "current_generation", "job", "attempt", "batch_id",
                 "status", "error_code", "reason", "finished_at", "payload")
         out = []
