@@ -384,9 +384,11 @@ SPLICED = {
         "items": "a fixed JOIN fragment", "options": "fixed COPY options",
         "sql_literal(target)": "COPY's target path, quoted as a literal (it cannot be a parameter)",
     },
-    "work_items.py": {
+    "accounts.py": {
         "', '.join('?' * len(job_ids))": "placeholders", "', '.join('?' * len(item_nos))": "placeholders",
         "in_items[0]": "account_history: a fixed WHERE of those placeholders",
+    },
+    "work_items.py": {
         "match": "read_items: a fixed fragment with $ parameters",
         "' UNION ALL '.join(parts)": "read_items: fixed SELECTs with $ parameters",
         "where": "_write_later_outcomes: a fixed fragment with ? placeholders",
