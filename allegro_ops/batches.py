@@ -19,7 +19,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from .jobs import ItemInput, JobContext, JobType
 from .states import WorkItemStatus
 from .store import work_items as wi_sql
 
-__all__ = ["Limits", "loads", "outcome_of", "process_batch", "lost_batch", "TIMEOUT", "WORKER_LOST", "BAD_RESULT",
+__all__ = ["Limits", "Rows", "loads", "outcome_of", "process_batch", "lost_batch", "TIMEOUT", "WORKER_LOST", "BAD_RESULT",
            "BAD_ERROR_CODE", "UNHANDLED"]
 
 Clock = Callable[[], dt.datetime]
@@ -79,6 +79,46 @@ class Limits:
         """The outcome of a call that did not answer in time (it is abandoned or cancelled)."""
         return _ERROR, TIMEOUT, (f"no answer within {wait:.3g}s (the {which} timeout); the call was abandoned "
                                  "and may still complete, so handlers should be idempotent")
+
+
+class Rows:
+    """A batch of work items (or a piece of one), column by column: item numbers, batch ids, account
+    ids and payloads (JSON text), each a sequence of the same length (item numbers may be a range).
+
+    Read as a sequence of (item_no, batch_id, account_id, payload) tuples; the worker's loop reads
+    the columns instead, so that no tuple is made per item on the way from the listing to the
+    handler (that was ~0.6 us of each item's ~5)."""
+
+    __slots__ = ("item_nos", "batch_ids", "account_ids", "payloads")
+
+    def __init__(self, item_nos: Sequence[int], batch_ids: Sequence[int], account_ids: Sequence[str],
+                 payloads: Sequence[str]) -> None:
+        self.item_nos, self.batch_ids, self.account_ids, self.payloads = item_nos, batch_ids, account_ids, payloads
+
+    @classmethod
+    def of(cls, rows: Sequence[tuple[int, int, str, str]] | Rows) -> Rows:
+        """Rows from (item_no, batch_id, account_id, payload) tuples (Rows are taken as they are)."""
+        if isinstance(rows, Rows):
+            return rows
+        columns = [list(c) for c in zip(*rows)] or [[], [], [], []]
+        return cls(*columns)
+
+    def __len__(self) -> int:
+        return len(self.item_nos)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return Rows(self.item_nos[i], self.batch_ids[i], self.account_ids[i], self.payloads[i])
+        return self.item_nos[i], self.batch_ids[i], self.account_ids[i], self.payloads[i]
+
+    def __iter__(self) -> Iterator[tuple[int, int, str, str]]:
+        return zip(self.item_nos, self.batch_ids, self.account_ids, self.payloads)
+
+    def __getstate__(self) -> tuple:
+        return self.item_nos, self.batch_ids, self.account_ids, self.payloads
+
+    def __setstate__(self, state: tuple) -> None:
+        self.item_nos, self.batch_ids, self.account_ids, self.payloads = state
 
 
 def _text(value: Any) -> str:
@@ -153,28 +193,29 @@ class _Caller:
         self._calls.put(None)
 
 
-def process_batch(job_type: JobType, rows: list[tuple[int, int, str, str]], state: Any, ctx: JobContext,
+def process_batch(job_type: JobType, rows: Rows | Sequence[tuple[int, int, str, str]], state: Any, ctx: JobContext,
                   clock: Clock, limits: Limits | None = None) -> pa.Table:
-    """Run one batch (item_no, batch_id, account_id, payload JSON) in a worker; never raises for
-    an item's failure.
+    """Run one batch (Rows, or (item_no, batch_id, account_id, payload JSON) tuples) in a worker;
+    never raises for an item's failure.
 
     The hot loop keeps per item only a monotonic mark and, for a failed item, its outcome: the
     clock is read once per batch and each item's started/finished times are the clock's reading
     plus the marks' offsets, turned into timestamps in one vectorised step."""
+    rows = Rows.of(rows)
     if limits is not None and limits.any:
         out: tuple[list, ...] = ([], [], [], [], [])
         _timed(job_type.process_item, loads, rows, state, ctx, clock, limits, out)
         faults.point("item-done")
-        return _table([r[0] for r in rows], [r[1] for r in rows], *out)
+        return _table(rows.item_nos, rows.batch_ids, *out)
     process, mark, new, item = job_type.process_item, time.perf_counter, tuple.__new__, ItemInput
     failed: list[tuple[int, tuple[str, str | None, str | None]]] = []  # (index, outcome) of failed items
     marks: list[float] = []
     marked = marks.append
     begun, first = clock(), mark()
-    for row in rows:
+    for item_no, batch_id, account_id, payload in rows:
         marked(mark())
         try:
-            result = process(new(item, (row[0], row[2], row[1], loads(row[3]))), state, ctx)
+            result = process(new(item, (item_no, account_id, batch_id, loads(payload))), state, ctx)
             if result is not None and result is not True:
                 failed.append((len(marks) - 1, _result_outcome(result)))
         except Exception as exc:  # noqa: BLE001 - every failure of an item is an outcome
@@ -197,7 +238,7 @@ def process_batch(job_type: JobType, rows: list[tuple[int, int, str, str]], stat
     base = pa.scalar(_micros(begun), pa.int64())
     stamps = pc.add(offsets, base).cast(_TS)
     return pa.Table.from_arrays(
-        [pa.array([r[0] for r in rows], pa.int32()), pa.array([r[1] for r in rows], pa.int32()), *columns,
+        [pa.array(rows.item_nos, pa.int32()), pa.array(rows.batch_ids, pa.int32()), *columns,
          stamps.slice(0, n), stamps.slice(1, n)],
         schema=wi_sql.RESULT_SCHEMA,
     )
@@ -240,11 +281,12 @@ def _timed(process, loads, rows, state, ctx, clock, limits: Limits, out) -> None
         caller.close()
 
 
-def lost_batch(rows: list[tuple], exc: BaseException, now: dt.datetime) -> pa.Table:
+def lost_batch(rows: Rows | Sequence[tuple], exc: BaseException, now: dt.datetime) -> pa.Table:
     """The outcomes of a batch whose worker never answered (it died, or the batch could not be sent)."""
     reason = _text(f"the worker running this batch was lost: {type(exc).__name__}: {_text(exc)}")
+    rows = Rows.of(rows)
     n = len(rows)
-    return _table([r[0] for r in rows], [r[1] for r in rows], [_ERROR] * n, [WORKER_LOST] * n, [reason] * n,
+    return _table(rows.item_nos, rows.batch_ids, [_ERROR] * n, [WORKER_LOST] * n, [reason] * n,
                   [now] * n, [now] * n)
 
 

@@ -19,7 +19,8 @@ from enum import Enum
 import pyarrow as pa
 
 from . import aio, faults, lease, listing
-from .batches import Limits, lost_batch, outcome_of, process_batch
+from .pipeline import Prefetched, ResultWriter
+from .batches import Limits, Rows, lost_batch, outcome_of, process_batch
 from .errors import AllegroOpsError, BadInput
 from .executors import LocalExecutor, make_executor
 from .jobs import JobContext, registry
@@ -44,6 +45,9 @@ Clock = Callable[[], dt.datetime]
 _WRITE_ROWS = ROW_GROUP_ROWS
 _WRITE_EVERY_S = 0.25
 _READ_ROWS = ROW_GROUP_ROWS  # items read from the store (or turned into Python rows) at a time, at least
+# outcomes waiting for the writer at most (~40 bytes each): while a large listing is being stored,
+# its first million outcomes wait in memory, and the workers do not
+_UNWRITTEN_ROWS = 32 * ROW_GROUP_ROWS
 _OVERLAP_FROM = 20_000  # items: a fresh listing this large runs from memory while it is stored
 _MIN_PIECE = 8  # items: below this, a piece's own cost (~0.3 ms) outweighs spreading it over workers
 _MIN_REMOTE_PIECE = 64  # items: on Dask a piece should carry well over a task's own ~3-4 ms
@@ -216,7 +220,11 @@ class Engine:
         """Run the items in pieces of about batch_size / concurrency (at least 64 items on a
         remote executor), so that every worker is busy even when there are fewer batches than
         workers. Outcomes are written once a batch's pieces are all done, in whole row groups of
-        results as soon as there are some, the rest once it waited _WRITE_EVERY_S, or at the end."""
+        results as soon as there are some, the rest once it waited _WRITE_EVERY_S, or at the end.
+
+        This thread only submits: the items are read ahead (Prefetched) and the outcomes written
+        (ResultWriter, after the listing is stored) on threads of their own, so that the workers
+        go on while DuckDB reads and writes."""
         async_job = aio.is_async(job_type)
         executor = make_executor(self.executor, config.concurrency, config.params, async_job=async_job)
         workers = max(1, config.concurrency)
@@ -233,11 +241,16 @@ class Engine:
         fresh = statuses == (WorkItemStatus.PENDING.value,) or source.listed
         # pieces submitted and not yet finished (async: enough whole batches to fill the gate twice)
         slots = threading.Semaphore(-(-2 * workers // piece) + 1 if run_piece is not process_batch else 2 * workers)
-        unwritten: list[pa.Table] = []  # outcomes of finished batches, not yet written
+        unwritten: list[pa.Table] = []  # outcomes of finished batches, not yet handed to the writer
         since = time.monotonic()  # when the oldest of them was collected
+        storing = source.storing
+        writer = ResultWriter(lambda results: self._write_results(run, job.job_id, results, fresh),
+                              before_first=storing.result if storing is not None else lambda: None,
+                              limit_rows=_UNWRITTEN_ROWS)  # no outcome is written before the items are
 
         def flush(final: bool) -> None:
             nonlocal groups, since
+            writer.check()
             done = [g for g in groups if all(p.future.done() for p in g)]
             if done:
                 finished = {id(g) for g in done}
@@ -250,14 +263,12 @@ class Engine:
             write = waiting if due else waiting - waiting % _WRITE_ROWS  # whole row groups, until the rest is due
             if not write:
                 return
-            if source.storing is not None:
-                source.storing.result()  # the items are in the store before any outcome (raises if not)
             results = pa.concat_tables(unwritten)
             unwritten[:] = [results.slice(write)] if write < waiting else []
-            self._write_results(run, job.job_id, results.slice(0, write), fresh)
+            writer.put(results.slice(0, write))
             since = time.monotonic()
 
-        def submit(rows: list[tuple], siblings: list[_Piece]) -> _Piece:
+        def submit(rows: Rows, siblings: list[_Piece]) -> _Piece:
             while not slots.acquire(blocking=False):
                 _wait_for_one(groups, siblings)
                 flush(final=False)
@@ -270,25 +281,30 @@ class Engine:
             return _Piece(future, rows)
 
         ok = False
+        ahead = 2 * -(-max(config.batch_size * workers, _READ_ROWS) // config.batch_size) + 1  # batches: two chunks
         try:
-            for batch in self._batches(job.job_id, statuses, config, selection, source):
-                pieces: list[_Piece] = []
-                for i in range(0, len(batch), piece):
-                    pieces.append(submit(batch[i : i + piece], pieces))
-                groups.append(pieces)
-                faults.point("batch-submitted")
+            with Prefetched(self._batches(job.job_id, statuses, config, selection, source), ahead) as batches:
+                for batch in batches:
+                    pieces: list[_Piece] = []
+                    for i in range(0, len(batch), piece):
+                        pieces.append(submit(batch[i : i + piece], pieces))
+                    groups.append(pieces)
+                    faults.point("batch-submitted")
             while groups:
                 _wait_for_one(groups)
                 flush(final=all(p.future.done() for g in groups for p in g))
             flush(final=True)
-            if source.storing is not None:
-                source.storing.result()  # also when nothing was written (no items)
+            writer.close()
+            if storing is not None:
+                storing.result()  # also when nothing was written (no items)
             ok = True
         finally:
+            if not ok:
+                writer.abandon()
             executor.close(cancel=not ok)
 
     def _batches(self, job_id: int, statuses: tuple[str, ...], config: JobConfig,
-                 selection: Selection, source: listing.Source) -> Iterator[list[tuple]]:
+                 selection: Selection, source: listing.Source) -> Iterator[Rows]:
         """The items to run, batch by batch, in chunks: from memory when this run listed them, until
         the store holds them (then the listed table is let go, so that a run's memory does not grow
         with its listing, and the rest is read by ranges of item numbers, which gives the same
@@ -309,8 +325,8 @@ class Engine:
                                                                   selection.error_code, selection.item_no, upto))
             if table.num_rows == 0 and not ranged:
                 return
-            rows = list(zip(*(table.column(n).to_pylist() for n in ("item_no", "batch_id", "account_id", "payload"))))
-            after = upto if ranged else rows[-1][0]
+            rows = Rows(*(table.column(n).to_pylist() for n in ("item_no", "batch_id", "account_id", "payload")))
+            after = upto if ranged else rows.item_nos[-1]
             for i in range(0, len(rows), config.batch_size):
                 yield rows[i : i + config.batch_size]
             if not ranged and len(rows) < chunk:
@@ -381,7 +397,7 @@ class _Piece:
     """A part of a batch on the executor, and its rows (for when its worker never answers)."""
 
     future: Future
-    rows: list[tuple]
+    rows: Rows
 
     def outcomes(self, clock: Clock) -> pa.Table:
         try:

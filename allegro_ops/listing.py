@@ -16,22 +16,23 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from .batches import Rows
 from .errors import BadInput
 
 __all__ = ["normalize", "batches", "Source", "in_background"]
 
 
-def batches(items: pa.Table, batch_size: int, start: int = 0, stop: int | None = None
-            ) -> Iterator[list[tuple[int, int, str, str]]]:
-    """The rows (item_no, batch_id, account_id, payload) of a listed table from row ``start`` (a
-    multiple of batch_size) to ``stop`` (or the end), batch by batch, numbered as the store numbers
-    them (items from 1 in the table's order, batches of batch_size from item 1)."""
+def batches(items: pa.Table, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[Rows]:
+    """The rows of a listed table from row ``start`` (a multiple of batch_size) to ``stop`` (or the
+    end), batch by batch, numbered as the store numbers them (items from 1 in the table's order,
+    batches of batch_size from item 1)."""
     part = items.slice(start, (items.num_rows if stop is None else stop) - start)
-    stop = start + part.num_rows
-    rows = list(zip(range(start + 1, stop + 1), [i // batch_size + 1 for i in range(start, stop)],
-                    part.column("account_id").to_pylist(), part.column("payload").to_pylist()))
-    for i in range(0, len(rows), batch_size):
-        yield rows[i : i + batch_size]
+    accounts, payloads = part.column("account_id").to_pylist(), part.column("payload").to_pylist()
+    for i in range(0, part.num_rows, batch_size):
+        first = start + i  # the batch's first row: item first + 1 of batch first // batch_size + 1
+        n = min(batch_size, part.num_rows - i)
+        yield Rows(range(first + 1, first + n + 1), [first // batch_size + 1] * n, accounts[i : i + n],
+                   payloads[i : i + n])
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)  # built once: json.dumps(**kw) builds one per call
