@@ -142,6 +142,20 @@ def test_a_failed_write_is_rolled_back_and_frees_the_file(tmp_path: Path) -> Non
         con.close()
 
 
+def test_a_unit_of_work_nested_in_another_inside_held_leaves_the_file_free_after(tmp_path: Path) -> None:
+    store = Store(tmp_path / "x.duckdb")
+    store.write(lambda con: con.execute("CREATE TABLE t (x INTEGER)"))
+    with store.held():
+        store.read(lambda con: store.write(lambda inner: inner.execute("INSERT INTO t VALUES (1)")))
+        assert store.read(lambda con: con.execute("SELECT count(*) FROM t").fetchall()) == [(1,)]
+    assert not db_mod._ATTACHED  # both connections were closed: none was left behind by the nesting
+    con = duckdb.connect(str(store.path))  # a raw client in this process, now that the file is free
+    try:
+        assert con.execute("SELECT count(*) FROM t").fetchall() == [(1,)]
+    finally:
+        con.close()
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_reads_through_its_own_instance(tmp_path: Path) -> None:
     store = Store(tmp_path / "x.duckdb")

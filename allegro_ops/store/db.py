@@ -277,7 +277,9 @@ class Store:
                 yield con
                 ok = True
             finally:
-                if ok and self._holders and not self._must_release():
+                # keep it for the next unit of work, unless one is kept already (this unit was nested
+                # in another, which keeps its own)
+                if ok and self._holders and self._held is None and not self._must_release():
                     self._held = con
                 else:
                     _detach(self.path, con, checkpoint=not self._someone_waits())
