@@ -27,6 +27,7 @@ from .jobs import JobContext, registry
 from .models import JobConfig
 from .states import JobStatus, WorkItemStatus, derive_execution_status
 from .store import Store
+from .store import accounts as acc_sql
 from .store import executions as ex_sql
 from .store import work_items as wi_sql
 from .store.db import ROW_GROUP_ROWS
@@ -209,6 +210,7 @@ class Engine:
                     wi_sql.delete_unlisted_items(con, job.job_id)
                 wi_sql.insert_items(con, job.job_id, part, batch_size, now, first_item=first + 1)
                 if last:
+                    acc_sql.index_listing(con, job.job_id)  # the listing's accounts, sorted, for account history
                     ex_sql.set_job(con, job.job_id, status="IN_PROGRESS", items_listed=True,
                                    total=listed.num_rows, started_at=now, finished_at=None)
                     faults.point("items-stored")

@@ -269,6 +269,28 @@ JOIN executions e ON e.execution_id = j.execution_id;
 CREATE OR REPLACE MACRO account_key(account_id) AS CAST('0x' || left(md5(account_id), 8) AS UINTEGER);
 ALTER TABLE listed_items ALTER COLUMN account_key TYPE UINTEGER USING CAST(account_key >> 32 AS UINTEGER);
 """),
+    (7, "account index", """
+-- An account's history scanned every listed item's key (10M items: ~40 MB, 35-60 ms). The account
+-- index (store/accounts.py) holds (account_key, job_id, item_no) of every listed work item, in runs
+-- sorted by key, so that DuckDB's zone maps find an account in a row group or two per run. The
+-- engine adds a job's items when it marks the job listed: a listing of at least a row group (30,720
+-- items) as a run of its own, smaller ones to account_items_recent until they make a run.
+CREATE TABLE account_items (account_key UINTEGER NOT NULL, job_id BIGINT NOT NULL, item_no INTEGER NOT NULL);
+CREATE TABLE account_items_recent (account_key UINTEGER NOT NULL, job_id BIGINT NOT NULL, item_no INTEGER NOT NULL);
+-- The items of jobs listed so far (not those an interrupted listing left: they are deleted when the
+-- job runs again): each job of 30,720 items or more is one run, all smaller jobs together are run 0.
+-- Runs are written in one statement, so consecutive runs share a row group: sorting every other run
+-- by descending key keeps that row group's keys at one end of the range (not from end to end).
+INSERT INTO account_items
+WITH sizes AS (
+    SELECT l.job_id, count(*) >= 30720 AS big FROM listed_items l
+    WHERE l.job_id IN (SELECT job_id FROM jobs WHERE items_listed) GROUP BY l.job_id),
+runs AS (SELECT job_id, CASE WHEN big THEN row_number() OVER (PARTITION BY big ORDER BY job_id) ELSE 0 END AS run
+         FROM sizes)
+SELECT l.account_key, l.job_id, l.item_no FROM listed_items l JOIN runs r ON r.job_id = l.job_id
+ORDER BY r.run, CASE WHEN r.run % 2 = 0 THEN CAST(l.account_key AS BIGINT) ELSE -CAST(l.account_key AS BIGINT) END,
+         l.job_id, l.item_no;
+"""),
 ]
 
 

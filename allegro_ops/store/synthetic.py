@@ -8,6 +8,8 @@ import datetime as dt
 
 import duckdb
 
+from . import accounts
+
 __all__ = ["seed_executions"]
 
 ERROR_CODES = ["RATE_PLAN_NOT_FOUND", "TAX_RULE_MISSING", "INVALID_EMAIL", "CARD_EXPIRED", "HTTP_503"]
@@ -56,6 +58,7 @@ def seed_executions(
                 [job_id, batch_size, day.isoformat(), fails, fails, fails, fails, ERROR_CODES, max(fails, 1),
                  len(ERROR_CODES), fails, fails, now, items_per_job],
             )
+            accounts.index_listing(con, job_id)  # as the engine does when it marks a job listed
             con.execute(
                 "INSERT INTO attempts SELECT job_id, item_no, 1, batch_id, status, error_code, reason, ?, ?, 'synthetic' "
                 "FROM listed_items WHERE job_id = ?",
