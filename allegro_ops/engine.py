@@ -90,8 +90,9 @@ class Engine:
         self.executor = executor
 
     def run(self, row: ex_sql.ExecutionRow, token: str, mode: RunMode, job_name: str | None = None,
-            selection: Selection = Selection()) -> None:
-        """Run the leased execution; always settles its status and releases the lease."""
+            selection: Selection = Selection(), jobs: list[ex_sql.JobRow] | None = None) -> None:
+        """Run the leased execution; always settles its status and releases the lease. ``jobs``: the
+        execution's jobs as read in the transaction that took the lease (else they are read here)."""
         run = _Run(row.execution_id, row.generation, row.client, row.schedule, row.run_date, token)
         lease.register(token)
         faults.point("run-begun")
@@ -100,7 +101,7 @@ class Engine:
         try:
             with self.store.held():  # one connection across the run's many writes, given up when asked
                 try:
-                    self._run_plan(run, mode, job_name, selection)
+                    self._run_plan(run, mode, job_name, selection, jobs)
                 finally:
                     beat.stop()
                     self._settle(run)
@@ -108,8 +109,10 @@ class Engine:
             # Only now: until the lease is released, readers in this process must see a live run.
             lease.unregister(token)
 
-    def _run_plan(self, run: _Run, mode: RunMode, job_name: str | None, selection: Selection) -> None:
-        jobs = self.store.read(lambda con: ex_sql.jobs_of(con, run.execution_id, run.generation))
+    def _run_plan(self, run: _Run, mode: RunMode, job_name: str | None, selection: Selection,
+                  jobs: list[ex_sql.JobRow] | None) -> None:
+        if jobs is None:
+            jobs = self.store.read(lambda con: ex_sql.jobs_of(con, run.execution_id, run.generation))
         rerun = (WorkItemStatus.ERROR.value, WorkItemStatus.PENDING.value)
         fresh = (WorkItemStatus.PENDING.value,)
         if mode is RunMode.PROCESS:

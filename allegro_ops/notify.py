@@ -113,12 +113,14 @@ def after_run(ws: Workspace, execution: Execution) -> list[Delivery]:
         if client_cfg is None or not client_cfg.targets():
             return []
         now = ws.clock()
-        ex_id, notices = ws.store.read(lambda con: _notices_of(con, execution))
-        if ex_id is None:
-            return []
         allowed = set(EVENTS)
         if execution.deadline is not None and execution.deadline <= now - DEFAULT_WINDOW:
             allowed.discard("LATE")  # e.g. a backfilled old date: its deadline is not news
+        if not _wanted(client_cfg, execution, {}, now, allowed, errored_notified=True):
+            return []  # nothing it could call for, whatever went out before: no need to read the notices
+        ex_id, notices = ws.store.read(lambda con: _notices_of(con, execution))
+        if ex_id is None:
+            return []
         return _notify(ws, client_cfg, ex_id, execution, notices, now, allowed)
     except Exception as exc:  # noqa: BLE001 - a notice must never fail the operator's action
         reason = str(exc) if isinstance(exc, AllegroOpsError) else f"{type(exc).__name__}: {_one_line(exc)}"
@@ -188,10 +190,11 @@ def _notices_of(con, execution: Execution) -> tuple[int | None, dict[sql.Key, st
 
 
 def _wanted(cfg: ClientNotifications, execution: Execution, notices: dict[sql.Key, str], now: dt.datetime,
-            allowed: set[str] | None = None) -> list[sql.Key]:
+            allowed: set[str] | None = None, errored_notified: bool = False) -> list[sql.Key]:
     """The (event, channel, target) this execution calls for (among ``allowed`` events) that
-    nobody has claimed yet."""
-    errored_notified = any(event == "ERRORED" for event, _, _ in notices)
+    nobody has claimed yet (``errored_notified``: as if an ERRORED notice went out, whatever
+    ``notices`` say)."""
+    errored_notified = errored_notified or any(event == "ERRORED" for event, _, _ in notices)
     events = [e for e in events_of(execution, now, errored_notified)
               if e in cfg.events and (allowed is None or e in allowed)]
     return [(e, ch, t) for e in events for ch, t in cfg.targets() if (e, ch, t) not in notices]

@@ -284,15 +284,27 @@ class Workspace(WorkspaceReads):
 
     def _run(self, action, mode: RunMode, client, schedule, run_date, job: str | None = None,
              select=None, target: str = "") -> Execution:
+        """Check, lease, run and audit in as few units of work as the file allows, all on one
+        attachment of it (``held``): begin (config, state check, lease), the engine's run, and the
+        audit entry written with the status read after the run. Notices go out after the file is let go."""
         day = parse_date(run_date)
-        self.config(client, schedule)
+        if role_refusal(self.role, action.value) is not None:
+            self.config(client, schedule)  # an unknown name is NotFound before the role's refusal
         token = lease.new_token()
         chosen: list[Selection] = []
         notes: list[str] = []
         after: list[Execution] = []  # the execution read once after the run, for the audit, notices and caller
+        unknown: list[NotFound] = []  # an unknown client or schedule is not an action on anything: not audited
 
         def begin(con):
-            row, jobs = self._check(con, action, client, schedule, day, job)
+            latest = cat_sql.latest_config(con, client, schedule)
+            if latest is None:
+                try:
+                    self._raise_unknown(client, schedule)
+                except NotFound as exc:
+                    unknown.append(exc)
+                    raise
+            row, jobs = self._check(con, action, client, schedule, day, job, latest=latest)
             chosen.clear()  # the write path may run this again after a conflict
             notes.clear()
             if row.lease_token and self._phase(row) is Phase.STALLED:  # the crashed run leaves no entry of its own
@@ -303,23 +315,28 @@ class Workspace(WorkspaceReads):
             ex_sql.take_lease(con, row.execution_id, token, lease.HOST, os.getpid(), now)
             ex_sql.set_execution(con, row.execution_id, status="IN_PROGRESS", started_at=row.started_at or now,
                                  finished_at=None)
-            return row
+            return row, jobs  # the jobs as they are: taking the lease does not change them
 
-        def run():
+        def run() -> None:
             # Registered before the lease is written: a racing thread of this process must see the
             # run as live (RUNNING), never as an owner lost that it may take over.
             lease.register(token)
             try:
-                row = self.store.write(begin)
+                row, jobs = self.store.write(begin)
             except BaseException:
                 lease.unregister(token)
                 raise
-            self.engine.run(row, token, mode, job, chosen[-1])
-            after.append(self.execution(client, schedule, day))
+            self.engine.run(row, token, mode, job, chosen[-1], jobs=jobs)
+
+        def settled(con) -> str:
+            """The status after the run (read in the audit entry's unit of work): its outcome."""
+            after[:] = [self._execution(con, self._config(con, client, schedule), day)]
             return after[-1].status.value
 
         try:
-            self._audited(action.value, client, schedule, day, job, run, target, notes)
+            with self.store.held():
+                self._audited(action.value, client, schedule, day, job, run, target, notes, outcome=settled,
+                              unaudited=unknown)
         finally:
             if chosen:  # a run took place (to its end or to a failure): tell whom it concerns
                 self._notify(client, schedule, day, after[-1] if after else None)
@@ -333,8 +350,9 @@ class Workspace(WorkspaceReads):
         except Exception as exc:  # noqa: BLE001 - a notice must not undo the operator's action
             self.record("notify", client, f"{client}/{schedule} {day}", "failed", f"{type(exc).__name__}: {exc}")
 
-    def _check(self, con, action, client, schedule, day, job: str | None = None):
-        """Load the execution and refuse the action when the state table does not allow it."""
+    def _check(self, con, action, client, schedule, day, job: str | None = None, *, latest=None):
+        """Load the execution and refuse the action when the state table does not allow it
+        (``latest``: the schedule's current config row, when the caller read it already)."""
         row = ex_sql.find_execution(con, client, schedule, day)
         if row is None:
             if isinstance(action, JobAction):
@@ -351,14 +369,16 @@ class Workspace(WorkspaceReads):
             reason = job_refusal(action, JobStatus(match[0].status), phase, _name(client, schedule, day),
                                  f"job {job} of {_name(client, schedule, day)}", errors=match[0].error)
         else:
-            reason = self._schedule_refusal(con, action, row, jobs, client, schedule, day)
+            reason = self._schedule_refusal(con, action, row, jobs, client, schedule, day, latest)
         if reason:
             raise self._refused(action, reason, client, schedule, day, job, row.status)
         return row, jobs
 
-    def _schedule_refusal(self, con, action: ScheduleAction, row, jobs, client, schedule, day) -> str | None:
-        """The state table's answer for a schedule action on a created execution, read in the caller's unit of work."""
-        current = cat_sql.latest_config(con, client, schedule)
+    def _schedule_refusal(self, con, action: ScheduleAction, row, jobs, client, schedule, day,
+                          latest=None) -> str | None:
+        """The state table's answer for a schedule action on a created execution, read in the caller's
+        unit of work (``latest``: the current config row, when the caller read it already)."""
+        current = latest if latest is not None else cat_sql.latest_config(con, client, schedule)
         return refusal(action, self._phase(row), any(j.status == JobStatus.ERRORED.value for j in jobs),
                        _name(client, schedule, day), self.role, has_run=row.started_at is not None,
                        runs_current_config=current is not None and row.config_version == current[0])
@@ -383,20 +403,27 @@ class Workspace(WorkspaceReads):
         self._audit(action, client, target, outcome, reason)
 
     def _audited(self, action: str, client, schedule, day, job, fn: Callable[[], Any], detail: str = "",
-                 notes: list[str] | None = None) -> Any:
+                 notes: list[str] | None = None, *, outcome: Callable[[Any], str] | None = None,
+                 unaudited: list[BaseException] | None = None) -> Any:
         """Run an action and append its outcome (done, refused with reason, or failed) to the audit log;
-        ``notes`` (filled while it runs) become the reason of a done entry."""
+        ``notes`` (filled while it runs) become the reason of a done entry. ``outcome``, when given,
+        reads the outcome in the audit entry's own unit of work (one unit instead of two); an error
+        in ``unaudited`` (filled while it runs) is raised without an entry."""
         target = f"{client}/{schedule} {day}" + (f" job {job}" if job else "") + detail
         try:
             reason = role_refusal(self.role, action)
             if reason is not None:
                 raise self._refused(_Named(action), reason, client, schedule, day, job)
             result = fn()
+            if outcome is not None:
+                return self.store.write(lambda con: self._append_audit(
+                    con, action, client, target, outcome(con), "; ".join(notes or ())))
         except ActionRefused as exc:
             self._audit(action, client, target, "refused", exc.reason)
             raise
         except AllegroOpsError as exc:
-            self._audit(action, client, target, "failed", str(exc))
+            if not any(exc is e for e in unaudited or ()):
+                self._audit(action, client, target, "failed", str(exc))
             raise
         except Exception as exc:
             self._audit(action, client, target, "failed", f"{type(exc).__name__}: {exc}")
@@ -405,9 +432,14 @@ class Workspace(WorkspaceReads):
         return result
 
     def _audit(self, action: str, client: str | None, target: str, outcome: str, reason: str) -> None:
-        self.store.write(lambda con: cat_sql.append_audit(con, time=self.clock(), actor=self.actor, action=action,
-                                                          client=client, target=target, outcome=outcome,
-                                                          reason=reason))
+        self.store.write(lambda con: self._append_audit(con, action, client, target, outcome, reason))
+
+    def _append_audit(self, con, action: str, client: str | None, target: str, outcome: str, reason: str) -> str:
+        """One audit entry, written in the caller's unit of work; returns its outcome."""
+        cat_sql.append_audit(con, time=self.clock(), actor=self.actor, action=action, client=client, target=target,
+                             outcome=outcome, reason=reason)
+        return outcome
+
 
 def _job_rows(cfg: ScheduleConfig) -> list[tuple[str, str, str]]:
     return [(j.name, j.type, json.dumps(j.to_dict(), sort_keys=True)) for j in cfg.jobs]
