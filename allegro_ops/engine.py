@@ -19,7 +19,7 @@ from enum import Enum
 import pyarrow as pa
 
 from . import aio, faults, lease, listing
-from .pipeline import Prefetched, ResultWriter
+from .pipeline import Prefetched, ResultWriter, quick_switches
 from .batches import Limits, Rows, lost_batch, outcome_of, process_batch
 from .errors import AllegroOpsError, BadInput
 from .executors import LocalExecutor, make_executor
@@ -99,7 +99,7 @@ class Engine:
         beat = lease.Heartbeat(self.store, run.execution_id, token, self.clock)
         beat.start()
         try:
-            with self.store.held():  # one connection across the run's many writes, given up when asked
+            with self.store.held(), quick_switches():  # one connection across the run's writes, given up when asked
                 try:
                     self._run_plan(run, mode, job_name, selection, jobs)
                 finally:

@@ -8,14 +8,16 @@ both hold a bounded amount: the prefetcher a few chunks of items, the writer ``l
 """
 from __future__ import annotations
 
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
 
-__all__ = ["Prefetched", "ResultWriter"]
+__all__ = ["Prefetched", "ResultWriter", "quick_switches", "SWITCH_INTERVAL_S"]
 
 T = TypeVar("T")
 _DONE = object()
@@ -167,3 +169,33 @@ class ResultWriter:
                 self._error = exc
                 self._queue.clear()
                 self._cond.notify_all()
+
+
+# How often the interpreter asks the thread holding the GIL to hand it over, while runs go on
+# (Python's default: every 5 ms). A thread that hands work to DuckDB gives the GIL up for each
+# call and needs it back when the call returns; with CPU-bound handlers holding it, each of a
+# transaction's ~10 calls waited up to a whole interval, which stretched the listing's insert and
+# the result writes 2-4x on a busy run. Handing over 10x as often costs the handlers little.
+SWITCH_INTERVAL_S = 0.0005
+_switch_guard = threading.Lock()
+_switch_users = 0
+_switch_before = 0.0
+
+
+@contextmanager
+def quick_switches() -> Iterator[None]:
+    """While at least one run is inside, the interpreter's switch interval is at most
+    SWITCH_INTERVAL_S; the last one out puts back what was there before the first came in."""
+    global _switch_users, _switch_before
+    with _switch_guard:
+        if _switch_users == 0:
+            _switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_before, SWITCH_INTERVAL_S))
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _switch_guard:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_before)

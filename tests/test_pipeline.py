@@ -1,13 +1,18 @@
 """The run's read-ahead and result-writing threads (allegro_ops/pipeline.py): order, bounds, errors."""
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from typing import Any
 
 import pyarrow as pa
 import pytest
+import yaml
 
-from allegro_ops.pipeline import Prefetched, ResultWriter
+from allegro_ops import ExecutionStatus, ItemInput, JobContext, JobType, Workspace, register
+
+from allegro_ops.pipeline import SWITCH_INTERVAL_S, Prefetched, ResultWriter, quick_switches
 
 
 def _table(first: int, n: int) -> pa.Table:
@@ -166,3 +171,48 @@ def _raises(fn) -> bool:
     except Exception:  # noqa: BLE001
         return True
     return False
+
+
+def test_switches_are_quick_while_runs_go_on_and_put_back_after_the_last():
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.004)
+        with quick_switches():
+            assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S, rel=0.05)
+            with quick_switches():  # a second run in the same process
+                pass
+            assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S, rel=0.05)
+        assert sys.getswitchinterval() == pytest.approx(0.004, rel=0.05)
+        sys.setswitchinterval(0.0001)  # finer already: kept
+        with quick_switches():
+            assert sys.getswitchinterval() == pytest.approx(0.0001, rel=0.05)
+    finally:
+        sys.setswitchinterval(before)
+
+
+@register
+class RecordsSwitchInterval(JobType):
+    """Each work item notes the interpreter's switch interval while its handler runs."""
+
+    name = "test.switch_interval"
+    seen: list[float] = []
+
+    def list_work_items(self, ctx: JobContext) -> list[tuple[str, Any]]:
+        return [(f"A-{i}", {"i": i}) for i in range(3)]
+
+    def process_item(self, item: ItemInput, state: Any, ctx: JobContext) -> None:
+        RecordsSwitchInterval.seen.append(sys.getswitchinterval())
+
+
+def test_a_run_switches_quickly_and_puts_the_interval_back(home, clock):
+    ws = Workspace(home, clock=clock, actor="tester", role="operator")
+    doc = {"client": "acme", "name": "switches", "mode": "manual", "calendar": {"cron": "0 2 * * *"},
+           "jobs": [{"name": "calls", "type": "test.switch_interval", "batch_size": 2, "concurrency": 2}]}
+    (home / "switches.yaml").write_text(yaml.safe_dump(doc))
+    ws.apply_config(home / "switches.yaml")
+    ws.create("acme", "switches", "2026-11-24")
+    before = sys.getswitchinterval()
+    RecordsSwitchInterval.seen.clear()
+    assert ws.process("acme", "switches", "2026-11-24").status is ExecutionStatus.COMPLETED
+    assert RecordsSwitchInterval.seen == [pytest.approx(min(before, SWITCH_INTERVAL_S), rel=0.05)] * 3
+    assert sys.getswitchinterval() == before
