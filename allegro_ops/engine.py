@@ -153,24 +153,32 @@ class Engine:
         """Run one job's items of the given statuses (and selection); True when the job ends COMPLETED.
 
         A fresh listing of at least _OVERLAP_FROM items is stored on another thread while its
-        first batches run from memory (DuckDB works without the GIL, so the two overlap); no
-        outcome is written before the items are, and a listing with a payload that is not JSON
-        is refused before anything runs."""
+        first batches run from memory (DuckDB works without the GIL, so the two overlap); a
+        streamed listing is stored part by part first, and then run from the store, so that it is
+        never in memory whole. No outcome is written before the items are, and a listing with a
+        payload that is not JSON is refused before anything runs (nothing of it is kept)."""
         config = JobConfig(**json.loads(job.config_json))
         job_type = registry.get(job.type)
         ctx = JobContext(run.client, run.schedule, run.run_date, job.name, dict(config.params), self.store)
         now = self.clock()
         listed: pa.Table | None = None  # the items, when this run lists them
         storing: Future | None = None  # their insert, when it overlaps the first batches
+        last_item = job.total  # items are numbered 1..last_item
+        started = False  # the job is IN_PROGRESS (a streamed listing's last transaction did that)
         try:
             if not job.items_listed:
-                listed, checked = listing.normalize(job_type.list_work_items(ctx), job.name)
+                items = job_type.list_work_items(ctx)
                 faults.point("items-listed")
-                invalid = None if checked else self.store.read(lambda con: wi_sql.first_invalid_payload(con, listed))
-                if invalid is not None:
-                    raise BadInput(f"job {job.name}: work item {invalid!r}: payload is not valid JSON text")
-            last_item = job.total if listed is None else listed.num_rows  # items are numbered 1..last_item
-            if listed is None:
+                if listing.is_streamed(items):
+                    parts = self._checked(listing.stream(items, job.name, _WRITE_ROWS), job.name)
+                    last_item, started = self._store_items(run, job, parts, config.batch_size, now), True
+                else:
+                    listed, checked = listing.normalize(items, job.name)
+                    if not checked:
+                        self._check_json(listed, job.name)
+                    last_item = listed.num_rows
+                items = None
+            if listed is None and not started:
 
                 def start(con):
                     self._check_lease(con, run)
@@ -178,18 +186,24 @@ class Engine:
                                    finished_at=None)
 
                 self.store.write(start)
-            elif listed.num_rows >= _OVERLAP_FROM and selection == Selection():
-                storing = listing.in_background(self._store_items, run, job, listed, config.batch_size, now)
-            else:
-                self._store_items(run, job, listed, config.batch_size, now)
+            elif listed is not None and listed.num_rows >= _OVERLAP_FROM and selection == Selection():
+                storing = listing.in_background(self._store_items, run, job, _parts(listed), config.batch_size, now)
+            elif listed is not None:
+                self._store_items(run, job, _parts(listed), config.batch_size, now)
                 listed = None  # stored: run from the store as usual
             state = job_type.prepare(ctx)
             faults.point("job-started")
         except Exception:
-            # Listing or preparing failed: nothing of this job ran. Put it back as it was.
+            # Listing or preparing failed: nothing of this job ran. Put it back as it was, without
+            # what a listing that failed part of the way stored.
             if storing is not None:
                 wait([storing])
-            self.store.write(lambda con: ex_sql.set_job(con, job.job_id, status=job.status))
+
+            def put_back(con):
+                wi_sql.delete_unlisted_items(con, job.job_id)
+                ex_sql.set_job(con, job.job_id, status=job.status)
+
+            self.store.write(put_back)
             raise
         source = listing.Source(listed, storing, last_item)
         listed = None  # the source holds the table, and lets it go once the store holds the items
@@ -198,27 +212,50 @@ class Engine:
         faults.point("job-finished")
         return completed
 
-    def _store_items(self, run: _Run, job: ex_sql.JobRow, listed: pa.Table, batch_size: int, now: dt.datetime) -> None:
-        """Insert a listing in transactions of one row group each, so that another process that
-        asks for the file gets it between them; the last one marks the job listed. Items left by
-        an interrupted listing (never run: nothing is written before the job is listed) are
-        deleted first."""
-        for first in range(0, max(listed.num_rows, 1), _WRITE_ROWS):
-            part = listed.slice(first, _WRITE_ROWS)
-            last = first + _WRITE_ROWS >= listed.num_rows
+    def _store_items(self, run: _Run, job: ex_sql.JobRow, parts: Iterator[pa.Table], batch_size: int,
+                     now: dt.datetime) -> int:
+        """Insert a listing's parts (of one row group each: see _WRITE_ROWS), one transaction each,
+        so that another process that asks for the file gets it between them; the last one indexes
+        the listing's accounts and marks the job listed. Items left by an interrupted listing (never
+        run: nothing is written before the job is listed) are deleted first. Returns how many items
+        were stored; the next part is taken before a part is stored, so that the last one is known."""
+        stored = 0
+        part = next(parts, None)
+        while True:
+            following = next(parts, None) if part is not None else None
+            last = following is None
 
-            def store(con, part=part, first=first, last=last):
+            def store(con, part=part, first=stored, last=last):
                 self._check_lease(con, run)
                 if first == 0:
                     wi_sql.delete_unlisted_items(con, job.job_id)
-                wi_sql.insert_items(con, job.job_id, part, batch_size, now, first_item=first + 1)
+                if part is not None:
+                    wi_sql.insert_items(con, job.job_id, part, batch_size, now, first_item=first + 1)
                 if last:
                     acc_sql.index_listing(con, job.job_id)  # the listing's accounts, sorted, for account history
                     ex_sql.set_job(con, job.job_id, status="IN_PROGRESS", items_listed=True,
-                                   total=listed.num_rows, started_at=now, finished_at=None)
+                                   total=first + (part.num_rows if part is not None else 0), started_at=now,
+                                   finished_at=None)
                     faults.point("items-stored")
 
             self.store.write(store)
+            stored += part.num_rows if part is not None else 0
+            if last:
+                return stored
+            part = following
+
+    def _check_json(self, items: pa.Table, job_name: str) -> None:
+        """Refuse listed items whose payload is not JSON text (checked by DuckDB, in C)."""
+        invalid = self.store.read(lambda con: wi_sql.first_invalid_payload(con, items))
+        if invalid is not None:
+            raise BadInput(f"job {job_name}: work item {invalid!r}: payload is not valid JSON text")
+
+    def _checked(self, parts: Iterator[tuple[pa.Table, bool]], job_name: str) -> Iterator[pa.Table]:
+        """A streamed listing's parts, each refused when a payload is not JSON text."""
+        for part, checked in parts:
+            if not checked:
+                self._check_json(part, job_name)
+            yield part
 
     def _run_batches(self, run, job, config: JobConfig, job_type, state, ctx, statuses, selection,
                      source: listing.Source) -> None:
@@ -286,7 +323,7 @@ class Engine:
             return _Piece(future, rows)
 
         ok = False
-        ahead = 2 * -(-max(config.batch_size * workers, _READ_ROWS) // config.batch_size) + 1  # batches: two chunks
+        ahead = -(-max(config.batch_size * workers, _READ_ROWS) // config.batch_size) + 1  # batches: a chunk
         try:
             with Prefetched(self._batches(job.job_id, statuses, config, selection, source), ahead) as batches:
                 for batch in batches:
@@ -389,6 +426,11 @@ class Engine:
             raise LeaseLost(
                 f"run of {run.client}/{run.schedule} {run.run_date} was taken over by another process"
             )
+
+
+def _parts(listed: pa.Table) -> Iterator[pa.Table]:
+    """A listed table in parts of one row group each (an empty listing has none)."""
+    return (listed.slice(first, _WRITE_ROWS) for first in range(0, listed.num_rows, _WRITE_ROWS))
 
 
 def _final_status(config: JobConfig, total: int, pending: int, error: int) -> JobStatus:

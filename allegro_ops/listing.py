@@ -1,5 +1,8 @@
 """A job's listed work items: whatever the job type's ``list_work_items`` gave, as one Arrow
-table of account_id and payload (JSON text), and that table cut into batches in memory.
+table of account_id and payload (JSON text), and that table cut into batches in memory; or, for
+a streamed listing (an iterator: of Arrow tables or record batches, a ``pa.RecordBatchReader``, or
+of (account_id, payload) pairs), the same tables part by part, so that a listing of millions of
+items is never in memory at once.
 
 A fresh run of a large listing runs its first batches straight from this table while the store
 inserts it (engine.py; ``Source``, ``in_background``), instead of reading the items back from the
@@ -7,9 +10,10 @@ file, and lets the table go once the store holds every item.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -19,7 +23,7 @@ import pyarrow as pa
 from .batches import Rows
 from .errors import BadInput
 
-__all__ = ["normalize", "batches", "Source", "in_background"]
+__all__ = ["normalize", "batches", "is_streamed", "stream", "Source", "in_background"]
 
 
 def batches(items: pa.Table, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[Rows]:
@@ -79,6 +83,42 @@ def normalize(items: Any, job_name: str) -> tuple[pa.Table, bool]:
             raise BadInput(f"job {job_name}: work item {account!r}: account id is not valid UTF-8 text") from None
     encoded = [p if _encodable(p) else json.dumps(json.loads(p), ensure_ascii=True) for p in encoded]
     return pa.table({"account_id": pa.array(accounts, pa.string()), "payload": pa.array(encoded, pa.string())}), True
+
+
+def is_streamed(items: Any) -> bool:
+    """Whether a listing comes as a stream (a RecordBatchReader or an iterator, e.g. a generator),
+    not as one table, data frame or list."""
+    return isinstance(items, (pa.RecordBatchReader, Iterator))
+
+
+def stream(items: Iterable[Any], job_name: str, rows: int) -> Iterator[tuple[pa.Table, bool]]:
+    """A streamed listing as normalized parts of ``rows`` items (the last may be smaller), each with
+    whether its payloads are known to be JSON (see ``normalize``). Arrow parts are cut and joined to
+    that size; (account_id, payload) pairs are taken ``rows`` at a time."""
+    items = iter(items)
+    first = next(items, None)
+    if first is None:
+        return
+    items = itertools.chain([first], items)
+    if not isinstance(first, (pa.Table, pa.RecordBatch)):
+        while part := list(itertools.islice(items, rows)):
+            yield normalize(part, job_name)
+        return
+    waiting: list[pa.Table] = []
+    count = 0
+    for got in items:
+        if not isinstance(got, (pa.Table, pa.RecordBatch)):
+            raise BadInput(f"job {job_name}: a streamed listing mixes Arrow parts with {type(got).__name__}")
+        table = pa.Table.from_batches([got]) if isinstance(got, pa.RecordBatch) else got
+        waiting.append(table)
+        count += table.num_rows
+        while count >= rows:
+            joined = pa.concat_tables(waiting, promote_options="permissive")
+            yield normalize(joined.slice(0, rows), job_name)
+            rest = joined.slice(rows)
+            waiting, count = [rest], rest.num_rows
+    if count:
+        yield normalize(pa.concat_tables(waiting, promote_options="permissive"), job_name)
 
 
 def _is_text(kind: pa.DataType) -> bool:

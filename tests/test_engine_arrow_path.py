@@ -270,8 +270,13 @@ def test_a_listing_stored_in_parts_and_interrupted_is_stored_again_whole(tmp_pat
     with pytest.raises(OSError, match="disk full"):
         ws.process("lab", "s", DAY)
     assert calls == [1, 8, 15]
-    assert rows(ws, "SELECT count(*) FROM work_items") == [(14,)]  # two parts stored, the job not listed
+    # the two parts stored before the failure are taken out with it: a failed listing leaves nothing
+    assert rows(ws, "SELECT count(*) FROM work_items") == [(0,)]
     assert rows(ws, "SELECT status, items_listed, total FROM jobs") == [("PENDING", False, 0)]
+    # what a process killed between two parts leaves (no one took it out): 14 items, the job not listed
+    (job_id,), = rows(ws, "SELECT job_id FROM jobs")
+    ws.store.write(lambda con: real(con, job_id, _table(14), 5, clock()))
+    assert rows(ws, "SELECT count(*) FROM work_items") == [(14,)]
     monkeypatch.setattr(wi_sql, "insert_items", real)
     job = ws.process("lab", "s", DAY).jobs[0]
     assert (job.total, job.processed, job.error) == (30, 26, 4)

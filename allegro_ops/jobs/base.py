@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pandas as pd
     import pyarrow as pa
 
@@ -52,12 +54,20 @@ class JobType:
 
     name: ClassVar[str] = ""
 
-    def list_work_items(self, ctx: JobContext) -> "pa.Table | pd.DataFrame | list[tuple[str, Any]]":
+    def list_work_items(self, ctx: JobContext) -> "pa.Table | pd.DataFrame | list[tuple[str, Any]] | Iterator[Any]":
         """The date's work items: account_id and a JSON-serializable payload each.
 
         Fastest for large listings: a ``pa.Table`` whose ``payload`` column is already JSON
         text (e.g. built by a DuckDB query with ``to_json``); it is stored without a Python step
-        per item. Python objects as payloads are encoded with the standard library's json."""
+        per item, and its first batches run while it is stored. Python objects as payloads are
+        encoded with the standard library's json.
+
+        A listing too large to hold in memory is streamed: return an iterator (e.g. a generator)
+        of Arrow tables or record batches, a ``pa.RecordBatchReader`` (DuckDB's
+        ``relation.to_arrow_reader()``), or an iterator of (account_id, payload) pairs. The engine
+        stores it part by part (30,720 items each) and then runs it from the store, so that the
+        run's memory does not grow with the listing. A part that fails (a payload that is not
+        JSON, or the iterator raising) refuses the whole listing, and nothing of it is kept."""
         raise NotImplementedError
 
     def prepare(self, ctx: JobContext) -> Any:
