@@ -6,7 +6,8 @@ Job types (``params.count`` work items each):
 - ``bench.noop``: lists its work items the way a billing platform lists accounts, as one Arrow
   table built by an in-memory DuckDB query (no per-item Python); the handler does nothing.
 - ``bench.noop_dicts``: the same items listed as a million Python (account_id, dict) pairs.
-- ``bench.wait``: like bench.noop, the handler sleeps ``latency_ms`` (an internal API call).
+- ``bench.wait``: the same items streamed (Arrow tables of 30,720 items from a DuckDB reader, so
+  that the listing is never in memory whole); the handler sleeps ``latency_ms`` (an internal API call).
 - ``bench.await``: like bench.wait with ``async def process_item`` and ``await asyncio.sleep``.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,17 @@ def work_items_table(count: int) -> pa.Table:
     return table.cast(pa.schema([("account_id", pa.string()), ("payload", pa.string())]))
 
 
+def work_items_stream(count: int, rows: int = 30_720) -> Iterator[pa.Table]:
+    """The items of work_items_table as a stream of Arrow tables of ``rows`` items, as a job type
+    lists millions of accounts without holding them all: the engine stores the parts as they come."""
+    con = duckdb.connect()
+    try:
+        for batch in con.sql(_ITEMS_SQL, params={"count": count}).to_arrow_reader(rows):
+            yield pa.Table.from_batches([batch]).cast(pa.schema([("account_id", pa.string()), ("payload", pa.string())]))
+    finally:
+        con.close()
+
+
 def noop_handler(item_payload: dict[str, Any]) -> None:
     """The handler both the engine and the floor call."""
     return None
@@ -98,11 +110,14 @@ class BenchNoopDicts(BenchNoop):
 class BenchWait(BenchNoop):
     name = "bench.wait"
 
+    def list_work_items(self, ctx: JobContext) -> Iterator[pa.Table]:
+        return work_items_stream(int(ctx.params["count"]))
+
     def process_item(self, item: ItemInput, state, ctx: JobContext) -> None:
         time.sleep(float(ctx.params.get("latency_ms", 10)) / 1000.0)
 
 
-class BenchAwait(BenchNoop):
+class BenchAwait(BenchWait):
     name = "bench.await"
 
     async def process_item(self, item: ItemInput, state, ctx: JobContext) -> None:  # type: ignore[override]
