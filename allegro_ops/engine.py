@@ -49,6 +49,7 @@ _READ_ROWS = ROW_GROUP_ROWS  # items read from the store (or turned into Python 
 # outcomes waiting for the writer at most (~40 bytes each): while a large listing is being stored,
 # its first million outcomes wait in memory, and the workers do not
 _UNWRITTEN_ROWS = 32 * ROW_GROUP_ROWS
+_LET_GO_PARTS = 8  # a listing's parts stored between two lettings go of the file (~60 MB of blocks cached)
 _OVERLAP_FROM = 20_000  # items: a fresh listing this large runs from memory while it is stored
 _MIN_PIECE = 8  # items: below this, a piece's own cost (~0.3 ms) outweighs spreading it over workers
 _MIN_REMOTE_PIECE = 64  # items: on Dask a piece should carry well over a task's own ~3-4 ms
@@ -242,6 +243,8 @@ class Engine:
             stored += part.num_rows if part is not None else 0
             if last:
                 return stored
+            if stored % (_LET_GO_PARTS * _WRITE_ROWS) == 0:
+                self.store.let_go()  # DuckDB keeps the blocks it wrote while the file stays attached
             part = following
 
     def _check_json(self, items: pa.Table, job_name: str) -> None:

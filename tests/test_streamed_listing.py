@@ -121,3 +121,19 @@ def test_a_bad_part_refuses_the_whole_listing_and_leaves_nothing_of_it(home, clo
         == [(0,), (0,)]
     job = ws.execution("acme", "stream", DAY).jobs[0]
     assert (job.status.value, job.total) == ("PENDING", 0)
+
+
+def test_storing_a_long_listing_lets_the_file_go_every_few_parts(home, clock, monkeypatch):
+    from allegro_ops import engine
+    from allegro_ops.store import Store, db
+
+    monkeypatch.setattr(engine, "_LET_GO_PARTS", 2)
+    ws = workspace(home, clock, sizes=[ROW_GROUP_ROWS] * 5)
+    let_go, attaches = [], []
+    real_let_go, real_attach = Store.let_go, db._attach
+    monkeypatch.setattr(Store, "let_go", lambda store: (let_go.append(store.path.name), real_let_go(store))[1])
+    monkeypatch.setattr(db, "_attach", lambda path: (attaches.append(path.name), real_attach(path))[1])
+    assert ws.process("acme", "stream", DAY).status is ExecutionStatus.COMPLETED
+    assert let_go == ["allegro_ops.duckdb"] * 2  # after parts 2 and 4 of 5
+    assert len(attaches) >= 3  # each time, the next unit of work attached the file again
+    assert rows(ws, "SELECT count(*) FROM listed_items") == [(5 * ROW_GROUP_ROWS,)]

@@ -338,6 +338,14 @@ class Store:
                 if self._held is not None and self._must_release():
                     self._release()
 
+    def let_go(self) -> None:
+        """Inside ``held()``: close the connection kept between units of work now (what was written is
+        checkpointed, and DuckDB's cache of the file's blocks goes with it); the next unit of work
+        attaches the file again. A run that writes a large listing does this every few parts, so
+        that its memory does not grow with the listing."""
+        with _file_lock(self.path):
+            self._release()
+
     def _release(self) -> None:
         if self._held is not None:
             _detach(self.path, self._held, checkpoint=not self._someone_waits())
