@@ -19,12 +19,12 @@ from enum import Enum
 import pyarrow as pa
 
 from . import aio, faults, lease, listing
-from .pipeline import Prefetched, ResultWriter, quick_switches
 from .batches import Limits, Rows, lost_batch, outcome_of, process_batch
 from .errors import AllegroOpsError, BadInput
 from .executors import LocalExecutor, make_executor
 from .jobs import JobContext, registry
 from .models import JobConfig
+from .pipeline import Prefetched, ResultWriter, quick_switches
 from .states import JobStatus, WorkItemStatus, derive_execution_status
 from .store import Store
 from .store import accounts as acc_sql
@@ -49,7 +49,7 @@ _READ_ROWS = ROW_GROUP_ROWS  # items read from the store (or turned into Python 
 # outcomes waiting for the writer at most (~40 bytes each): while a large listing is being stored,
 # its first million outcomes wait in memory, and the workers do not
 _UNWRITTEN_ROWS = 32 * ROW_GROUP_ROWS
-_LET_GO_PARTS = 8  # a listing's parts stored between two lettings go of the file (~60 MB of blocks cached)
+_LET_GO_PARTS = 8  # parts of a listing stored before the file is let go (DuckDB caches ~60 MB of blocks meanwhile)
 _OVERLAP_FROM = 20_000  # items: a fresh listing this large runs from memory while it is stored
 _MIN_PIECE = 8  # items: below this, a piece's own cost (~0.3 ms) outweighs spreading it over workers
 _MIN_REMOTE_PIECE = 64  # items: on Dask a piece should carry well over a task's own ~3-4 ms
@@ -201,6 +201,8 @@ class Engine:
                 wait([storing])
 
             def put_back(con):
+                if ex_sql.lease_token(con, run.execution_id) != run.token:
+                    return  # another process took the run over (LeaseLost): the job is its own now
                 wi_sql.delete_unlisted_items(con, job.job_id)
                 ex_sql.set_job(con, job.job_id, status=job.status)
 

@@ -43,6 +43,10 @@ class Streamed(JobType):
                     lambda con: con.execute("SELECT count(*) FROM listed_items").fetchall()[0][0]))
                 if k == fail:
                     raise RuntimeError(f"the accounts service went away at part {k}")
+                if k == ctx.params.get("taken_over_at"):  # another process takes the run over now
+                    ctx.store.write(lambda con: (
+                        con.execute("UPDATE executions SET lease_token = 'another-process'"),
+                        con.execute("UPDATE jobs SET status = 'IN_PROGRESS'")))
                 part = _table(first, n)
                 if k == bad:
                     part = part.set_column(1, "payload", pa.array(["{not json"] + part.column("payload").to_pylist()[1:]))
@@ -137,3 +141,15 @@ def test_storing_a_long_listing_lets_the_file_go_every_few_parts(home, clock, mo
     assert let_go == ["allegro_ops.duckdb"] * 2  # after parts 2 and 4 of 5
     assert len(attaches) >= 3  # each time, the next unit of work attached the file again
     assert rows(ws, "SELECT count(*) FROM listed_items") == [(5 * ROW_GROUP_ROWS,)]
+
+
+def test_a_run_taken_over_while_storing_leaves_the_new_owners_listing_alone(home, clock):
+    from allegro_ops.engine import LeaseLost
+
+    ws = workspace(home, clock, sizes=[ROW_GROUP_ROWS] * 4, taken_over_at=2)
+    with pytest.raises(LeaseLost, match="taken over by another process"):
+        ws.process("acme", "stream", DAY)
+    # part 0 was stored before the takeover; what is in the store now is the new owner's to handle
+    assert rows(ws, "SELECT count(*) FROM listed_items") == [(ROW_GROUP_ROWS,)]
+    assert rows(ws, "SELECT status, items_listed FROM jobs") == [("IN_PROGRESS", False)]
+    assert rows(ws, "SELECT lease_token FROM executions") == [("another-process",)]
