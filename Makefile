@@ -33,7 +33,7 @@ dashboard: install
 test: install
 	$(PY) -m pytest -q
 
-# make bench: every benchmark at the issue's sizes (~15-20 min on 2 cores); make bench QUICK=1: small
+# make bench: every benchmark at the issue's sizes (~25 min on 2 cores); make bench QUICK=1: small
 # sizes (7 min measured). Figures in benchmarks/results/*.json, the scaling plot in results/scaling.html.
 # Commands and options: benchmarks/README.md
 bench: install

@@ -104,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--items", type=int, help="benchmark 1's N (default 1,000,000; --quick 100,000)")
     ap.add_argument("--batch-size", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=2, help="benchmark 1's concurrency")
-    ap.add_argument("--wait-items", help="benchmark 2's N, comma-separated (default 20000,100000; --quick 5000,20000)")
+    ap.add_argument("--wait-items", help="benchmark 2's N, comma-separated (default 20000,100000,300000; --quick 5000,20000)")
     ap.add_argument("--wait-batch-size", type=int, default=100)
     ap.add_argument("--dask-wait-batch-size", type=int, default=5000,
                     help="benchmark 2's batch on dask: a Dask task costs ~3-4 ms here, so a piece needs >= ~0.3 s "
@@ -120,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         print("dask backend skipped: distributed is not installed (pip install 'allegro-ops[dask]')")
         args.no_dask = True
     args.items = args.items or (100_000 if args.quick else 1_000_000)
-    wait = args.wait_items or ("5000,20000" if args.quick else "20000,100000")
+    wait = args.wait_items or ("5000,20000" if args.quick else "20000,100000,300000")
     args.wait_items = [int(n) for n in wait.split(",")]
     return args
 
