@@ -347,7 +347,7 @@ class Engine:
             ok = True
         finally:
             if not ok:
-                writer.abandon()
+                writer.close(abandon=True)
             executor.close(cancel=not ok)
 
     def _batches(self, job_id: int, statuses: tuple[str, ...], config: JobConfig,

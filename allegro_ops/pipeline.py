@@ -99,7 +99,7 @@ class ResultWriter:
 
     ``put`` waits while ``limit_rows`` outcomes are not yet written, and raises the error of a
     failed write (or of before_first); so does ``check``. ``close`` waits until everything put is
-    written and raises such an error; ``abandon`` stops after the write under way."""
+    written and raises such an error; ``close(abandon=True)`` stops after the write under way."""
 
     def __init__(self, write: Callable[[pa.Table], None], before_first: Callable[[], None] = lambda: None,
                  limit_rows: int = 1_000_000) -> None:
@@ -127,19 +127,17 @@ class ResultWriter:
         with self._cond:
             self._raise()
 
-    def close(self) -> None:
+    def close(self, abandon: bool = False) -> None:
+        """Wait until everything put is written, and raise the error of a failed write; with
+        ``abandon``, drop what is not being written yet, and raise nothing."""
         with self._cond:
             self._closing = True
+            if abandon:
+                self._queue.clear()
             self._cond.notify_all()
         self._thread.join()
-        self._raise()
-
-    def abandon(self) -> None:
-        with self._cond:
-            self._closing = True
-            self._queue.clear()
-            self._cond.notify_all()
-        self._thread.join()
+        if not abandon:
+            self._raise()
 
     def _raise(self) -> None:
         if self._error is not None:

@@ -156,7 +156,7 @@ def test_abandon_drops_what_is_not_yet_written():
     writer.put(_table(1, 10))
     writer.put(_table(11, 10))
     assert started.wait(5)  # the first is being written
-    abandoning = threading.Thread(target=writer.abandon)
+    abandoning = threading.Thread(target=writer.close, kwargs={"abandon": True})
     abandoning.start()
     time.sleep(0.1)
     release.set()
