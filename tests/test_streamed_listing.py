@@ -153,3 +153,31 @@ def test_a_run_taken_over_while_storing_leaves_the_new_owners_listing_alone(home
     assert rows(ws, "SELECT count(*) FROM listed_items") == [(ROW_GROUP_ROWS,)]
     assert rows(ws, "SELECT status, items_listed FROM jobs") == [("IN_PROGRESS", False)]
     assert rows(ws, "SELECT lease_token FROM executions") == [("another-process",)]
+
+
+@register
+class Mixed(JobType):
+    """Streams an Arrow part, then a pair: a listing it cannot store as either."""
+
+    name = "test.streamed_mixed"
+
+    def list_work_items(self, ctx: JobContext) -> Iterator[Any]:
+        yield _table(1, 10)
+        yield ("S-000011", {"n": 11})
+
+    def process_item(self, item: ItemInput, state: Any, ctx: JobContext) -> None:
+        return None
+
+
+def test_a_stream_that_mixes_arrow_parts_and_pairs_is_refused_in_one_line(home, clock):
+    ws = Workspace(home, clock=clock, actor="tester", role="operator")
+    doc = {"client": "acme", "name": "mixed", "mode": "manual", "calendar": {"cron": "0 2 * * *"},
+           "jobs": [{"name": "listing", "type": "test.streamed_mixed"}]}
+    (home / "mixed.yaml").write_text(yaml.safe_dump(doc))
+    ws.apply_config(home / "mixed.yaml")
+    ws.create("acme", "mixed", DAY)
+    with pytest.raises(BadInput, match="mixes Arrow parts with tuple") as raised:
+        ws.process("acme", "mixed", DAY)
+    assert "\n" not in str(raised.value)
+    assert rows(ws, "SELECT count(*) FROM listed_items") == [(0,)]
+    assert ws.execution("acme", "mixed", DAY).jobs[0].status.value == "PENDING"
