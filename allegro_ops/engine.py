@@ -328,7 +328,7 @@ class Engine:
             return _Piece(future, rows)
 
         ok = False
-        ahead = -(-max(config.batch_size * workers, _READ_ROWS) // config.batch_size) + 1  # batches: a chunk
+        ahead = _chunk(config) // config.batch_size + 1  # batches: a chunk
         try:
             with Prefetched(self._batches(job.job_id, statuses, config, selection, source), ahead) as batches:
                 for batch in batches:
@@ -357,7 +357,7 @@ class Engine:
         with its listing, and the rest is read by ranges of item numbers, which gives the same
         batches); else by ranges in a fresh run (its PENDING items are nearly all there), else by
         keyset (few among many)."""
-        chunk = -(-max(config.batch_size * max(1, config.concurrency), _READ_ROWS) // config.batch_size) * config.batch_size
+        chunk = _chunk(config)
         after, last_item = 0, source.last_item
         listed, source.items = source.items, None  # from here on only this generator holds the table
         ranged = source.listed or (statuses == (WorkItemStatus.PENDING.value,) and selection == Selection())
@@ -431,6 +431,12 @@ class Engine:
             raise LeaseLost(
                 f"run of {run.client}/{run.schedule} {run.run_date} was taken over by another process"
             )
+
+
+def _chunk(config: JobConfig) -> int:
+    """Items read (or cut from a listed table) at a time: enough for every worker, at least
+    _READ_ROWS, in whole batches."""
+    return -(-max(config.batch_size * max(1, config.concurrency), _READ_ROWS) // config.batch_size) * config.batch_size
 
 
 def _parts(listed: pa.Table) -> Iterator[pa.Table]:
