@@ -10,6 +10,11 @@ the per-client configuration in ``<home>/notifications.yaml``::
 
 Secrets are never in the file: only the names of the environment variables that hold them.
 Sending returns one line (the HTTP status, the SMTP reply) or raises ``DeliveryFailed`` with one.
+
+``starttls: true`` sends nothing, not even the credentials, unless the server offers STARTTLS and
+its certificate verifies (chain and host name) against the system's CAs; a relay with a private
+CA is trusted through OpenSSL's standard ``SSL_CERT_FILE`` (a PEM bundle; ``SSL_CERT_DIR`` for a
+hashed directory) in the environment of the process that sends.
 """
 from __future__ import annotations
 
@@ -215,12 +220,14 @@ def send_email(email: Email, subject: str, text: str, headers: dict[str, str] | 
     try:
         with smtplib.SMTP(email.smtp_host, email.smtp_port, timeout=email.timeout_s) as smtp:
             if email.starttls:
-                smtp.starttls(context=ssl.create_default_context())
+                _start_tls(smtp, email)
             if credentials:
                 smtp.login(*credentials)
             refused = smtp.send_message(message)
     except smtplib.SMTPRecipientsRefused as exc:
         raise DeliveryFailed(f"every recipient refused: {', '.join(sorted(exc.recipients))}") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise DeliveryFailed(_untrusted(email, exc)) from None
     except smtplib.SMTPResponseException as exc:
         raise DeliveryFailed(f"SMTP {exc.smtp_code} {_line(exc.smtp_error)}") from None
     except (smtplib.SMTPException, OSError) as exc:
@@ -228,6 +235,27 @@ def send_email(email: Email, subject: str, text: str, headers: dict[str, str] | 
     accepted = len(email.to) - len(refused)
     detail = f"SMTP accepted for {accepted} recipient(s)"
     return detail + (f"; refused: {', '.join(sorted(refused))}" if refused else "")
+
+
+def _start_tls(smtp: smtplib.SMTP, email: Email) -> None:
+    """Switch to TLS or refuse: never go on in the clear when the config asks for STARTTLS."""
+    smtp.ehlo()
+    if not smtp.has_extn("starttls"):
+        raise DeliveryFailed(f"{_server(email)} does not offer STARTTLS (the config asks for starttls): "
+                             "nothing sent")
+    smtp.starttls(context=ssl.create_default_context())
+
+
+def _untrusted(email: Email, exc: ssl.SSLCertVerificationError) -> str:
+    why = _line(exc.verify_message or exc.reason or "unknown reason").rstrip(".")
+    # 18-21: self-signed, or no CA at hand for the issuer; the other codes (a host name the
+    # certificate does not name, an expired one, ...) are not fixed by trusting a CA
+    hint = " (a private CA: name its PEM file in SSL_CERT_FILE)" if exc.verify_code in (18, 19, 20, 21) else ""
+    return f"STARTTLS to {_server(email)}: certificate verify failed: {why}{hint}"
+
+
+def _server(email: Email) -> str:
+    return f"SMTP server {email.smtp_host}:{email.smtp_port}"
 
 
 def _why(reason: Any, timeout: float) -> str:
