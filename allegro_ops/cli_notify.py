@@ -46,8 +46,8 @@ def notify_group() -> None:
 @click.pass_context
 def notify_check(ctx, retry_failed, now_text, window_days, as_json) -> None:
     """Send the notifications due now: LATE executions, and ERRORED or COMPLETED-after-errors ones
-    not yet notified. Each is sent once per execution, event and channel target. Exit 1 when a
-    delivery failed."""
+    not yet notified. Each is sent once per execution generation, event and channel target (LATE
+    once per run date). Exit 1 when a delivery failed."""
     ws = _ws(ctx)
     deliveries = notify.check_due(ws, _timestamp(now_text) or utc_now(), retry_failed=retry_failed,
                                   window=dt.timedelta(days=window_days))

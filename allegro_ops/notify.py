@@ -1,6 +1,12 @@
 """Notifications: an execution that is ERRORED, LATE, or COMPLETED after errors tells its client,
-by webhook and email (allegro_ops/notify_channels.py), once per execution, event and channel
-target, however often it is retried or checked and by however many processes.
+by webhook and email (allegro_ops/notify_channels.py), once per execution generation, event and
+channel target, however often it is retried or checked and by however many processes.
+
+Generation: Reset and Recreate keep the date's execution and start a new generation of it, a new
+run whose ERRORED is news again; Reprocess and Retry stay in their generation and send nothing new.
+LATE is about the run date: once per execution, whatever its generations. COMPLETED after errors
+closes the last ERRORED notice of the date, also when the generation that completed is a later
+one (ERRORED, Reset, Process: COMPLETED), and only once.
 
 Once: the notice is *claimed* first, by inserting its row (outcome ``sending``) in the store's
 write path, where the table's primary key lets only one claimer through; the message is then
@@ -48,6 +54,8 @@ __all__ = [
 ]
 
 AUDIT_ACTION = "notify"
+# Events sent once per execution, whatever its generation (the others: once per generation).
+ONCE_PER_EXECUTION = frozenset({"LATE"})
 # check_due looks back this far: at deadlines and at finished runs (a client whose notifications
 # are configured today is not sent the whole history of its ERRORED dates).
 DEFAULT_WINDOW = dt.timedelta(days=7)
@@ -71,6 +79,7 @@ class Delivery:
     detail: str
     sent_at: dt.datetime
     status: str = ""  # the execution's status when it was sent
+    generation: int = 0  # the execution's generation it was sent for
 
     @property
     def subject(self) -> str:
@@ -87,6 +96,7 @@ class Delivery:
             "outcome": self.outcome,
             "detail": self.detail,
             "sent_at": self.sent_at.isoformat(),
+            "generation": self.generation,
         }
 
 
@@ -164,7 +174,8 @@ def check_due(ws: Workspace, now: dt.datetime, retry_failed: bool = False,
         execution = ws.execution(client, schedule, run_date)
         wanted = _wanted(configs[client], execution, notices.get(ex_id, {}), now, allowed)
         if wanted:
-            out += _deliver_claimed(ws, configs[client], ex_id, execution, _claim(ws, ex_id, wanted, now), now)
+            claimed = _claim(ws, ex_id, execution.generation, wanted, now)
+            out += _deliver_claimed(ws, configs[client], ex_id, execution, claimed, now)
     if retry_failed:
         out += _retry(ws, configs, now)
     return out
@@ -177,53 +188,70 @@ def notifications(ws: Workspace, client: str | None = None, limit: int = 1000) -
     if client is not None:
         ws.schedules(client)  # NotFound for an unknown client
     rows = ws.store.read(lambda con: sql.list_notifications(con, client, limit))
-    return [Delivery(c, s, day, event, channel, target, outcome, detail, sent_at)
-            for c, s, day, event, channel, target, sent_at, outcome, detail in rows]
+    return [Delivery(c, s, day, event, channel, target, outcome, detail, sent_at, generation=generation)
+            for c, s, day, event, channel, target, sent_at, outcome, detail, generation in rows]
 
 
 # ------------------------------------------------------------------ claiming and delivering
-def _notices_of(con, execution: Execution) -> tuple[int | None, dict[sql.Key, str]]:
+def _notices_of(con, execution: Execution) -> tuple[int | None, dict[sql.Notice, str]]:
     ex_id = sql.execution_id(con, execution.client, execution.schedule, execution.run_date)
     if ex_id is None:
         return None, {}
     return ex_id, sql.notices_of(con, [ex_id])[ex_id]
 
 
-def _wanted(cfg: ClientNotifications, execution: Execution, notices: dict[sql.Key, str], now: dt.datetime,
+def _wanted(cfg: ClientNotifications, execution: Execution, notices: dict[sql.Notice, str], now: dt.datetime,
             allowed: set[str] | None = None, errored_notified: bool = False) -> list[sql.Key]:
-    """The (event, channel, target) this execution calls for (among ``allowed`` events) that
-    nobody has claimed yet (``errored_notified``: as if an ERRORED notice went out, whatever
-    ``notices`` say)."""
-    errored_notified = errored_notified or any(event == "ERRORED" for event, _, _ in notices)
+    """The (event, channel, target) this execution's generation calls for (among ``allowed``
+    events) that nobody has claimed yet (``errored_notified``: as if an ERRORED notice went out,
+    whatever ``notices`` say)."""
+    generation = execution.generation
+    claimed = {(e, ch, t) for g, e, ch, t in notices if g == generation or e in ONCE_PER_EXECUTION}
+    errored_notified = errored_notified or _errored_open(notices, generation)
     events = [e for e in events_of(execution, now, errored_notified)
               if e in cfg.events and (allowed is None or e in allowed)]
-    return [(e, ch, t) for e in events for ch, t in cfg.targets() if (e, ch, t) not in notices]
+    return [(e, ch, t) for e in events for ch, t in cfg.targets() if (e, ch, t) not in claimed]
+
+
+def _errored_open(notices: dict[sql.Notice, str], generation: int) -> bool:
+    """Whether the date's last ERRORED notice (up to this generation) still waits for its
+    COMPLETED_AFTER_ERRORS: it is this generation's, or none went out from its generation on."""
+    errored = [g for g, e, _, _ in notices if e == "ERRORED" and g <= generation]
+    if not errored:
+        return False
+    last = max(errored)
+    return last == generation or not any(e == "COMPLETED_AFTER_ERRORS" and last <= g < generation
+                                         for g, e, _, _ in notices)
 
 
 def _notify(ws: Workspace, cfg: ClientNotifications, ex_id: int, execution: Execution,
-            notices: dict[sql.Key, str], now: dt.datetime, allowed: set[str]) -> list[Delivery]:
+            notices: dict[sql.Notice, str], now: dt.datetime, allowed: set[str]) -> list[Delivery]:
     wanted = _wanted(cfg, execution, notices, now, allowed)
     if not wanted:
         return []
-    return _deliver_claimed(ws, cfg, ex_id, execution, _claim(ws, ex_id, wanted, now), now)
+    claimed = _claim(ws, ex_id, execution.generation, wanted, now)
+    return _deliver_claimed(ws, cfg, ex_id, execution, claimed, now)
 
 
-def _claim(ws: Workspace, ex_id: int, wanted: list[sql.Key], now: dt.datetime) -> list[sql.Key]:
-    """Claim the notices in one transaction; only those this call inserted are returned."""
+def _claim(ws: Workspace, ex_id: int, generation: int, wanted: list[sql.Key], now: dt.datetime) -> list[sql.Key]:
+    """Claim the notices for this generation in one transaction; only those this call inserted are
+    returned."""
     def write(con):
-        return [key for key in wanted if sql.claim(con, ex_id, *key, now)]
+        return [key for key in wanted
+                if sql.claim(con, ex_id, generation, *key, now, any_generation=key[0] in ONCE_PER_EXECUTION)]
 
     return ws.store.write(write)
 
 
 def _deliver_claimed(ws: Workspace, cfg: ClientNotifications, ex_id: int, execution: Execution,
                      claimed: list[sql.Key], now: dt.datetime) -> list[Delivery]:
-    return [_deliver(ws, cfg, ex_id, execution, event, channel, target, now) for event, channel, target in claimed]
+    return [_deliver(ws, cfg, ex_id, execution.generation, execution, event, channel, target, now)
+            for event, channel, target in claimed]
 
 
-def _deliver(ws: Workspace, cfg: ClientNotifications, ex_id: int, execution: Execution, event: str, channel: str,
-             target: str, now: dt.datetime) -> Delivery:
-    """Send one claimed notice, settle its row, audit it."""
+def _deliver(ws: Workspace, cfg: ClientNotifications, ex_id: int, generation: int, execution: Execution,
+             event: str, channel: str, target: str, now: dt.datetime) -> Delivery:
+    """Send one claimed notice (of that generation), settle its row, audit it."""
     body = message_body(execution, event, now)
     try:
         if channel == "webhook" and cfg.webhook is not None:
@@ -239,9 +267,9 @@ def _deliver(ws: Workspace, cfg: ClientNotifications, ex_id: int, execution: Exe
     except Exception as exc:  # noqa: BLE001 - whatever a channel raises is a failed delivery
         outcome, detail = "failed", f"{type(exc).__name__}: {_one_line(exc)}"
     finished = ws.clock()
-    ws.store.write(lambda con: sql.settle(con, ex_id, event, channel, target, outcome, detail, finished))
+    ws.store.write(lambda con: sql.settle(con, ex_id, generation, event, channel, target, outcome, detail, finished))
     delivery = Delivery(execution.client, execution.schedule, execution.run_date, event, channel, target, outcome,
-                        detail, finished, execution.status.value)
+                        detail, finished, execution.status.value, generation)
     _record(ws, execution.client, delivery.subject, outcome, detail)
     return delivery
 
@@ -249,14 +277,15 @@ def _deliver(ws: Workspace, cfg: ClientNotifications, ex_id: int, execution: Exe
 def _retry(ws: Workspace, configs: dict[str, ClientNotifications], now: dt.datetime) -> list[Delivery]:
     rows = ws.store.read(lambda con: sql.retryable(con, sorted(configs), now - STALE_SENDING))
     out = []
-    for ex_id, client, schedule, run_date, event, channel, target in rows:
+    for ex_id, generation, client, schedule, run_date, event, channel, target in rows:
         cfg = configs[client]
         if event not in cfg.events or (channel, target) not in cfg.targets():
             continue  # the client no longer wants it there
-        if not ws.store.write(lambda con: sql.reclaim(con, ex_id, event, channel, target, now, now - STALE_SENDING)):
+        if not ws.store.write(lambda con: sql.reclaim(con, ex_id, generation, event, channel, target, now,
+                                                      now - STALE_SENDING)):
             continue  # another process is trying it, or it went out meanwhile
         execution = ws.execution(client, schedule, run_date)
-        out.append(_deliver(ws, cfg, ex_id, execution, event, channel, target, now))
+        out.append(_deliver(ws, cfg, ex_id, generation, execution, event, channel, target, now))
     return out
 
 

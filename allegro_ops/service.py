@@ -343,8 +343,8 @@ class Workspace(WorkspaceReads):
         return after[-1]
 
     def _notify(self, client: str, schedule: str, day: dt.date, execution: Execution | None = None) -> None:
-        """Notifications (ERRORED, COMPLETED after errors) once per execution and event; never fails
-        the action (a failed delivery is recorded and audited by allegro_ops.notify)."""
+        """Notifications (ERRORED, COMPLETED after errors) once per execution generation and event;
+        never fails the action (a failed delivery is recorded and audited by allegro_ops.notify)."""
         try:
             after_run(self, execution if execution is not None else self.execution(client, schedule, day))
         except Exception as exc:  # noqa: BLE001 - a notice must not undo the operator's action

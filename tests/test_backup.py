@@ -50,8 +50,9 @@ def build_history(ws: Workspace) -> None:
     ws.apply_config(ws.home / "configs")
     ws.create("globex", S, D1)
     ws.process("globex", S, D1)
-    ws.store.write(lambda con: con.execute("INSERT INTO notifications VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                           [1, "ERRORED", "log", "ops", ws.clock(), "sent", ""]))
+    ws.store.write(lambda con: con.execute(
+        "INSERT INTO notifications (execution_id, generation, event, channel, target, sent_at, outcome, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [1, 1, "ERRORED", "log", "ops", ws.clock(), "sent", ""]))
     (ws.home / RUN_FILE).parent.mkdir(parents=True)
     (ws.home / RUN_FILE).write_text('{"cells": []}\n')
 

@@ -291,6 +291,34 @@ SELECT l.account_key, l.job_id, l.item_no FROM listed_items l JOIN runs r ON r.j
 ORDER BY r.run, CASE WHEN r.run % 2 = 0 THEN CAST(l.account_key AS BIGINT) ELSE -CAST(l.account_key AS BIGINT) END,
          l.job_id, l.item_no;
 """),
+    (8, "notifications per generation", """
+-- A notice is sent once per execution *generation*: Reset and Recreate keep the execution (its id)
+-- and start a new generation, whose ERRORED is news again; Reprocess and Retry stay in theirs.
+-- DuckDB cannot change a primary key, so the table is rebuilt with the generation in its key and
+-- every row copied. A row gets the generation that was current when it was last sent (sent_at;
+-- a retry of a failed notice delivered the execution as it was then): the first generation of its
+-- execution archived at or after that moment, else the execution's current generation.
+CREATE TABLE notifications_by_generation (
+    execution_id BIGINT NOT NULL,
+    generation INTEGER NOT NULL,
+    event VARCHAR NOT NULL,
+    channel VARCHAR NOT NULL,
+    target VARCHAR NOT NULL,
+    sent_at TIMESTAMPTZ NOT NULL,
+    outcome VARCHAR NOT NULL,
+    detail VARCHAR NOT NULL,
+    PRIMARY KEY (execution_id, generation, event, channel, target)
+);
+INSERT INTO notifications_by_generation
+SELECT n.execution_id,
+       coalesce((SELECT min(a.generation) FROM archived_generations a
+                 WHERE a.execution_id = n.execution_id AND a.archived_at >= n.sent_at), e.generation, 1),
+       n.event, n.channel, n.target, n.sent_at, n.outcome, n.detail
+FROM notifications n LEFT JOIN executions e ON e.execution_id = n.execution_id
+ORDER BY n.execution_id, n.event, n.channel, n.target;
+DROP TABLE notifications;
+ALTER TABLE notifications_by_generation RENAME TO notifications;
+"""),
 ]
 
 
