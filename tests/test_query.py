@@ -258,7 +258,7 @@ def test_views_have_the_documented_columns(ws, view):
 
 def test_views_appear_on_a_database_created_before_them(tmp_path, monkeypatch):
     monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
-    Workspace(tmp_path, actor="t").store.read(lambda con: con.execute("SELECT 1").fetchall())
+    Workspace(tmp_path, actor="t").store.write(lambda con: None)  # a write makes the file (a read would not)
     con = duckdb.connect(str(tmp_path / "allegro_ops.duckdb"))
     assert con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'v_errors'").fetchall() == [(0,)]
     con.close()

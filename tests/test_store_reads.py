@@ -56,7 +56,7 @@ def errored(prepared) -> Workspace:
 
 
 def test_a_raw_duckdb_client_opens_the_file_between_units_of_work(workspace: Workspace, home: Path) -> None:
-    workspace.audit()  # a unit of work: the file is made and migrated
+    workspace.store.write(lambda con: None)  # a unit of work: the file is made and migrated
     first = _raw_client_writes(workspace.store.path, "one")
     assert first.returncode == 0, first.stderr
     assert _notes(workspace.store) == ["one"]  # this process sees what the other wrote: nothing stale is kept

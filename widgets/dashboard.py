@@ -27,6 +27,8 @@ from .style import STYLE
 from .view_state import ViewState
 from .views import Clock, esc, nav_groups
 
+NO_SCHEDULES = "No schedules configured yet; apply a config, then Refresh."
+
 __all__ = ["Dashboard", "build_dashboard", "MessageBar", "STYLE"]
 
 
@@ -123,7 +125,7 @@ class Dashboard(widgets.VBox):
             first = self.state.schedules[0]
             self.select(first.client, first.schedule)
         else:
-            self.activity.render(None, None, "No schedules configured yet; apply a config, then Refresh.")
+            self.activity.render(None, None, NO_SCHEDULES)
 
     def _show_schedules(self) -> None:
         self.nav.set_groups(nav_groups(self.state.schedules), self._selected())
@@ -178,7 +180,8 @@ class Dashboard(widgets.VBox):
         with self._lock:
             s = self.state
             view = s.activity()
-            hint = "" if view else ("Choose a run date." if s.client and s.run_date is None else "")
+            hint = "" if view else (NO_SCHEDULES if not s.schedules else
+                                    "Choose a run date." if s.client and s.run_date is None else "")
             self.activity.render(view, s.confirmation, hint)
             self._render_drawers()
         if self._live and self.state.auto_refresh():

@@ -4,8 +4,9 @@ notebooks/dashboard.ipynb with Voilà on 127.0.0.1.
     python -m widgets.serve [--home DIR] [--port N] [--date YYYY-MM-DD] [--no-demo] [--no-preheat]
                             [--role viewer|operator] [--ip ADDRESS --allow-remote [--token T]]
 
-Without a database in --home, the demo workspace is built and a few days of daily billing are
-run so that the charts have history; the demo date's acme/daily-billing is created and processed
+Without a database in --home, or with one that holds no schedule and no execution (nothing an
+operator made), the demo workspace is built and a few days of daily billing are run so that the
+charts have history; the demo date's acme/daily-billing is created and processed
 (it stops ERRORED at bill-run, ready for the seed's story). Then this process becomes Voilà.
 
 Voilà serves with a pre-heated kernel (the notebook already ran when the browser asks) and with
@@ -116,16 +117,20 @@ def prepare_workspace(
     history_days: int = 3,
     say: Callable[[str], None] = print,
 ) -> None:
-    """Build the demo workspace when home has no database (with history_days of daily billing
-    before run_date), then create and process acme/daily-billing for run_date if NOT_CREATED."""
+    """Build the demo workspace when home has no database or an empty one (no schedule and no
+    execution: nothing an operator made is lost), with history_days of daily billing before
+    run_date; then create and process acme/daily-billing for run_date if NOT_CREATED. A workspace
+    with a schedule of its own is left as it is."""
     from allegro_ops import Workspace
     from allegro_ops.demo import init_demo
 
     ws = Workspace(home)
-    if not ws.store.exists:
+    existed = ws.store.exists
+    if not existed or _holds_nothing(ws):
         started = time.monotonic()
         init_demo(ws)
-        say(f"Built the demo workspace in {ws.home}")
+        say(f"Built the demo workspace in {ws.home}" + ("" if not existed else
+            " (its database held no schedule and no execution)"))
         _run_history(ws, run_date, history_days, say)
         say(f"  ({time.monotonic() - started:.1f} s)")
     if (DEMO_CLIENT, DEMO_SCHEDULE) not in {(s.client, s.schedule) for s in ws.schedules()}:
@@ -135,6 +140,14 @@ def prepare_workspace(
         ws.create(DEMO_CLIENT, DEMO_SCHEDULE, run_date)
         execution = ws.process(DEMO_CLIENT, DEMO_SCHEDULE, run_date)
         say(f"  {DEMO_CLIENT}/{DEMO_SCHEDULE} {run_date}: created and processed, {execution.status.value}")
+
+
+def _holds_nothing(ws) -> bool:
+    """The workspace's database holds no schedule and no execution (e.g. one an older version made
+    when it only read a deleted workspace)."""
+    from allegro_ops import query
+
+    return not ws.schedules() and query.executions(ws).empty
 
 
 def _run_history(ws, run_date: dt.date, days: int, say: Callable[[str], None]) -> None:

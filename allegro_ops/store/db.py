@@ -21,6 +21,13 @@ which the next opener replays: a few ms per MB, and commits checkpoint beyond 4 
 waiter gets in at once instead of after the checkpoint. Units that wrote nothing through
 ``write()`` (reads) never checkpoint.
 
+A missing file is never made by a read: ``read()`` then answers from an empty workspace (an
+in-memory DuckDB instance of its own, migrated, so that no catalog of a file lists it; built once
+per process in ~60 ms, a read of it ~0.7 ms, in a transaction that is always rolled back), so a
+dashboard left open on a deleted workspace, or ``allegro-ops status`` on an empty home, leaves no
+file, log or folder behind. ``write()`` makes the file and migrates it, also when it was deleted
+after this Store had migrated an earlier one.
+
 Memory: the process's instance may use ``ALLEGRO_OPS_DUCKDB_MEMORY_LIMIT`` (DuckDB's notation:
 ``2GB``, ``512MB``, ``10%``), by default a quarter of the machine's memory and at most 2 GB. Our
 own units of work stay far below it (a run of 1M work items: under 50 MB); it bounds an
@@ -42,6 +49,7 @@ from typing import TypeVar
 import duckdb
 
 from ..errors import BadInput, StoreBusy
+from . import migrations
 from .migrations import migrate
 
 __all__ = ["Store", "DB_FILENAME", "ROW_GROUP_ROWS"]
@@ -100,15 +108,21 @@ _ATTACHED: dict[str, _Attachment] = {}
 _INSTANCE_GUARD = threading.Lock()
 _ORPHANED: list[duckdb.DuckDBPyConnection] = []
 _RESERVED_NAMES = {"memory", "system", "temp", "main"}
+# What reads of a missing file see: a migrated in-memory instance, and the migrations it has.
+_EMPTY: tuple[duckdb.DuckDBPyConnection, tuple[int, ...]] | None = None
+_EMPTY_GUARD = threading.Lock()
+
+
+def _spill_folder() -> str:
+    """Where DuckDB spills: a folder of this process (made when it spills, removed at exit), not
+    ./.tmp of whatever the working directory is."""
+    return os.path.join(tempfile.gettempdir(), f"allegro-ops-duckdb-{os.getpid()}")
 
 
 def _instance() -> duckdb.DuckDBPyConnection:
     global _INSTANCE
     if _INSTANCE is None:
-        # Spill files go to a folder of this process (DuckDB makes it when it spills and removes it
-        # at exit), not to ./.tmp of whatever the working directory is.
-        spill = os.path.join(tempfile.gettempdir(), f"allegro-ops-duckdb-{os.getpid()}")
-        instance = duckdb.connect(":memory:", config={"temp_directory": spill})
+        instance = duckdb.connect(":memory:", config={"temp_directory": _spill_folder()})
         instance.execute("SET GLOBAL TimeZone = 'UTC'")
         instance.execute("SET GLOBAL checkpoint_on_detach = 'DISABLED'")  # _detach checkpoints when it should
         instance.execute("SET GLOBAL checkpoint_threshold = $1", [_CHECKPOINT_WAL])
@@ -143,10 +157,9 @@ def _memory_limit_bytes(instance: duckdb.DuckDBPyConnection) -> int | None:
 def _forget_parent_instance() -> None:
     """In a forked child the parent's instance is unusable (its threads did not come along) and
     must not be closed either: keep it referenced and start afresh."""
-    global _INSTANCE, _INSTANCE_GUARD
-    if _INSTANCE is not None:
-        _ORPHANED.append(_INSTANCE)
-    _INSTANCE, _INSTANCE_GUARD = None, threading.Lock()
+    global _INSTANCE, _INSTANCE_GUARD, _EMPTY, _EMPTY_GUARD
+    _ORPHANED.extend(i for i in (_INSTANCE, _EMPTY and _EMPTY[0]) if i is not None)
+    _INSTANCE, _INSTANCE_GUARD, _EMPTY, _EMPTY_GUARD = None, threading.Lock(), None, threading.Lock()
     _ATTACHED.clear()
 
 
@@ -184,6 +197,30 @@ def _attach(path: Path) -> duckdb.DuckDBPyConnection:
         _detach(path, con)
         raise
     return con
+
+
+def _empty_workspace() -> duckdb.DuckDBPyConnection:
+    """A connection to the process's empty workspace, what reads of a file that does not exist see:
+    an in-memory instance with every migration applied, made on first use and again when the
+    migrations changed (a test that patches them)."""
+    global _EMPTY
+    versions = tuple(version for version, _, _ in migrations.MIGRATIONS)
+    with _EMPTY_GUARD:
+        if _EMPTY is None or _EMPTY[1] != versions:
+            instance = duckdb.connect(":memory:", config={"threads": 1, "temp_directory": _spill_folder()})
+            instance.execute("SET GLOBAL TimeZone = 'UTC'")
+            migrate(instance)
+            _EMPTY = instance, versions  # one replaced stays alive while a read still uses it
+        return _EMPTY[0].cursor()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file is at path now (device, inode); None when there is none."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _wrote(path: Path) -> None:
@@ -238,8 +275,7 @@ class Store:
         if lock_timeout is None:
             lock_timeout = float(os.environ.get("ALLEGRO_OPS_LOCK_TIMEOUT", "30"))
         self.lock_timeout = lock_timeout
-        self._migrated = False
-        self._migrate_lock = threading.Lock()
+        self._migrated: tuple[int, int] | None = None  # the file (device, inode) this Store migrated
         self._held: duckdb.DuckDBPyConnection | None = None  # kept open between units of work by held()
         self._holders = 0
         self._hold = 0.0
@@ -259,21 +295,20 @@ class Store:
         Inside ``held()`` the connection stays open between units of work until another process
         asks for the file (or ``hold`` seconds have passed), then it is closed and this process
         gives way before it opens the file again. What ``write()`` committed (and migrations) is
-        checkpointed when the file is let go, unless another process waits for it."""
+        checkpointed when the file is let go, unless another process waits for it. A file that does
+        not exist is made (reads that must not make it go through ``read()``)."""
         with _file_lock(self.path):
             con, self._held = self._held, None
-            if con is None:
+            fresh, existed = con is None, True
+            if fresh:
                 self._give_way()
+                existed = self.path.exists()
                 con = self._open()
                 self._opened_at = time.monotonic()
             ok = False
             try:
-                if not self._migrated:
-                    with self._migrate_lock:
-                        if not self._migrated:
-                            _wrote(self.path)
-                            migrate(con)
-                            self._migrated = True
+                if fresh:
+                    self._migrate(con, existed)
                 yield con
                 ok = True
             finally:
@@ -352,12 +387,43 @@ class Store:
             self._held = None
             self._released_at = time.monotonic()
 
+    def _migrate(self, con: duckdb.DuckDBPyConnection, existed: bool) -> None:
+        """Migrate a file this Store has not migrated: the first one, or one made since (deleted and
+        made again, restored). A file this unit of work made is always migrated, as a new file may
+        get the inode of a deleted one."""
+        identity = _identity(self.path)
+        if existed and identity is not None and identity == self._migrated:
+            return
+        _wrote(self.path)
+        migrate(con)
+        self._migrated = identity
+
     def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        with self.connect() as con:
+        """``fn`` in one unit of work. A file that does not exist is not made: ``fn`` reads the
+        process's empty workspace instead, and what it might change there is rolled back."""
+        with _file_lock(self.path):
+            missing = self._held is None and not self.path.exists()
+            if missing:
+                self._migrated = None  # whatever file comes next is a new one
+        with (self._empty() if missing else self.connect()) as con:
             try:
                 return fn(con)
             except duckdb.InvalidInputException as exc:
                 raise (_not_utf8(exc) or exc) from None
+
+    @staticmethod
+    @contextmanager
+    def _empty() -> Iterator[duckdb.DuckDBPyConnection]:
+        con = _empty_workspace()
+        try:
+            con.execute("BEGIN TRANSACTION")
+            yield con
+        finally:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            con.close()
 
     def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """The one write path: ``fn`` runs in a transaction, retried on a write-write conflict."""
