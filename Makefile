@@ -38,6 +38,7 @@ test: install
 # Commands and options: benchmarks/README.md
 bench: install
 	cd benchmarks && ../$(PY) bench_engine.py $(if $(QUICK),--quick) \
+	  && ../$(PY) bench_http.py $(if $(QUICK),--items 5000) \
 	  && ../$(PY) bench_queries.py $(if $(QUICK),--items 1000000) \
 	  && ../$(PY) bench_read_while_write.py $(if $(QUICK),--items 200000) \
 	  && ../$(PY) bench_analyst.py $(if $(QUICK),--items 200000 --dates 2) \

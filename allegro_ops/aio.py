@@ -16,6 +16,10 @@ that is the job type's bug, not detected here. Such work belongs in a plain ``pr
 Memory stays flat as a job grows: a work item's payload is decoded and its task created only when
 it gets a place at the gate, so a run holds at most ``concurrency`` item tasks, whatever the
 number of work items; a batch keeps only its own outcome lists, as process_batch does.
+
+A client bound to the loop (an HTTP session and its pool of keep-alive connections) is shared by
+the calls of a job run through ``loop_resource``; whoever owns the loop closes it when the job run
+ends: AsyncExecutor.close, and run_batch after its batch (a Dask worker's loop lives for one batch).
 """
 from __future__ import annotations
 
@@ -23,11 +27,12 @@ import asyncio
 import datetime as dt
 import inspect
 import threading
+import weakref
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Hashable
 from concurrent.futures import Future
 from functools import partial
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -35,12 +40,43 @@ from . import faults
 from .batches import Limits, _result_outcome, _table, loads, outcome_of
 from .jobs import ItemInput, JobContext, JobType
 
-__all__ = ["is_async", "process_batch_async", "run_batch", "AsyncExecutor"]
+__all__ = ["is_async", "process_batch_async", "run_batch", "AsyncExecutor", "loop_resource", "close_loop_resources"]
 
 Clock = Callable[[], dt.datetime]
 Outcome = tuple[str, "str | None", "str | None"]
 _OK: Outcome = outcome_of(None)
 _GRACE_S = 0.5  # on close, how long calls abandoned after a timeout get to end once cancelled again
+
+
+class Closable(Protocol):
+    async def close(self) -> Any: ...
+
+
+R = TypeVar("R", bound=Closable)
+_resources: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, Closable]] = weakref.WeakKeyDictionary()
+_resources_lock = threading.Lock()  # Dask runs a loop per worker thread
+
+
+def loop_resource(key: Hashable, make: Callable[[], R]) -> R:
+    """The running loop's resource ``key`` (e.g. an HTTP session), made by ``make()`` on first use and
+    shared by every call of the job run; its ``close()`` is awaited by close_loop_resources."""
+    loop = asyncio.get_running_loop()
+    with _resources_lock:
+        resources = _resources.setdefault(loop, {})
+        if key not in resources:
+            resources[key] = make()
+        return resources[key]  # type: ignore[return-value]
+
+
+async def close_loop_resources() -> None:
+    """Close the running loop's resources (when its job run ends); a failing close does not stop the others."""
+    with _resources_lock:
+        resources = _resources.pop(asyncio.get_running_loop(), {})
+    for resource in resources.values():
+        try:
+            await resource.close()
+        except Exception:  # noqa: BLE001 - the run is over; a close that fails loses nothing of it
+            pass
 
 
 def is_async(job_type: JobType) -> bool:
@@ -203,8 +239,11 @@ def run_batch(job_type: JobType, rows: list[tuple[int, int, str, str]], state: A
     a thread of the local pool): at most ``concurrency`` calls of this batch in flight."""
 
     async def main() -> pa.Table:
-        return await process_batch_async(job_type, rows, state, ctx, clock, limits,
-                                         gate=asyncio.Semaphore(max(1, concurrency)))
+        try:
+            return await process_batch_async(job_type, rows, state, ctx, clock, limits,
+                                             gate=asyncio.Semaphore(max(1, concurrency)))
+        finally:
+            await close_loop_resources()
 
     return asyncio.run(main())
 
@@ -299,3 +338,4 @@ class AsyncExecutor:
             task.cancel()
         if abandoned:
             await asyncio.wait(abandoned, timeout=_GRACE_S)
+        await close_loop_resources()

@@ -49,7 +49,8 @@ class JobType:
     items then run on one event loop with at most ``concurrency`` calls in flight (allegro_ops.aio).
     Such a handler must never block (use ``await asyncio.to_thread(...)`` for blocking work), a
     timeout cancels its call, and a loop-bound client (an HTTP session) is made inside the
-    handler, lazily, not in ``prepare``, which runs off the loop.
+    handler, lazily, not in ``prepare``, which runs off the loop: ``aio.loop_resource(key, make)``
+    shares one per loop and closes it when the job run ends (the ``http`` job type does so).
     """
 
     name: ClassVar[str] = ""
