@@ -387,6 +387,9 @@ SPLICED = {
     "accounts.py": {
         "', '.join('?' * len(job_ids))": "placeholders", "', '.join('?' * len(item_nos))": "placeholders",
         "in_items[0]": "account_history: a fixed WHERE of those placeholders",
+        "where": "_rows_of, _rows_by_id: the same fixed WHERE of placeholders",
+        "table": "_rows_of, _rows_by_id: a key of _COLUMNS (listed_items or attempts)",
+        "_COLUMNS[table]": "_rows_by_id: that table's fixed column list",
     },
     "work_items.py": {
         "match": "read_items: a fixed fragment with $ parameters",

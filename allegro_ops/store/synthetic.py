@@ -12,6 +12,7 @@ from . import accounts
 
 __all__ = ["seed_executions"]
 
+_SHIFT = 7_919  # how far each job's listing order is rotated from the previous job's
 ERROR_CODES = ["RATE_PLAN_NOT_FOUND", "TAX_RULE_MISSING", "INVALID_EMAIL", "CARD_EXPIRED", "HTTP_503"]
 
 
@@ -30,7 +31,11 @@ def seed_executions(
     now: dt.datetime,
 ) -> int:
     """COMPLETED-or-ERRORED executions for each date; every ``error_every``-th work item of the
-    last job is ERROR (codes cycle through ERROR_CODES). Returns the work items written."""
+    last job is ERROR (codes cycle through ERROR_CODES). Returns the work items written.
+
+    Every job lists the same accounts (ACC-00000001 ...), each in another order, as a real
+    listing's order moves when accounts come and go: the k-th job seeded starts at account
+    1 + k * _SHIFT (mod items_per_job), so an account's item number differs from job to job."""
     written = 0
     for day in dates:
         execution_id = con.execute("SELECT nextval('seq_execution')").fetchall()[0][0]
@@ -43,20 +48,22 @@ def seed_executions(
         )
         for sequence, (name, type_, config_json) in enumerate(jobs, start=1):
             job_id = con.execute("SELECT nextval('seq_job')").fetchall()[0][0]
+            shift = _SHIFT * (written // items_per_job)  # this job's listing order (see the docstring)
             fails = error_every if sequence == errored_job else 0
             con.execute(
                 "INSERT INTO listed_items (job_id, item_no, account_id, batch_id, payload, status, error_code, reason, "
                 "attempts, updated_at, account_key) "
-                "SELECT ?, n, 'ACC-' || lpad(CAST(n AS VARCHAR), 8, '0'), ((n - 1) // ?) + 1, "
-                "'{\"account_id\":\"ACC-' || lpad(CAST(n AS VARCHAR), 8, '0') || '\",\"run_date\":\"' || ? || "
+                "SELECT ?, n, acc, ((n - 1) // ?) + 1, "
+                "'{\"account_id\":\"' || acc || '\",\"run_date\":\"' || ? || "
                 "'\",\"plan\":{\"id\":\"standard\"},\"currency\":\"USD\",\"amount\":' || (n % 997) || '.25}', "
                 "CASE WHEN ? > 0 AND n % ? = 0 THEN 'ERROR' ELSE 'PROCESSED' END, "
                 "CASE WHEN ? > 0 AND n % ? = 0 THEN ?[1 + (n // ?) % ?] END, "
                 "CASE WHEN ? > 0 AND n % ? = 0 THEN 'synthetic failure of item ' || n END, 1, ?, "
-                "account_key('ACC-' || lpad(CAST(n AS VARCHAR), 8, '0')) "
-                "FROM range(1, ? + 1) r(n)",
+                "account_key(acc) "
+                "FROM (SELECT n, 'ACC-' || lpad(CAST((n - 1 + ?) % ? + 1 AS VARCHAR), 8, '0') AS acc "
+                "      FROM range(1, ? + 1) r(n))",
                 [job_id, batch_size, day.isoformat(), fails, fails, fails, fails, ERROR_CODES, max(fails, 1),
-                 len(ERROR_CODES), fails, fails, now, items_per_job],
+                 len(ERROR_CODES), fails, fails, now, shift % items_per_job, items_per_job, items_per_job],
             )
             accounts.index_listing(con, job_id)  # as the engine does when it marks a job listed
             con.execute(
