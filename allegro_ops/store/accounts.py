@@ -136,10 +136,10 @@ def _rows_of(con: duckdb.DuckDBPyConnection, table: str, items: list[tuple[Any, 
     row id, whose zone maps narrow the read to the items' own row groups. An account's item number
     differs from job to job, so no one filter on the two columns finds just its rows: up to
     _ONE_SCAN_EACH items, one small scan per item (UNION ALL; each one's zone maps admit a row group
-    or two, ~0.5 ms); beyond, one scan of the jobs' item numbers under two IN lists (a superset,
+    or two, ~0.6-0.9 ms); beyond, one scan of the jobs' item numbers under two IN lists (a superset,
     every job's rows of every number, kept for the exact pairs; it reads every row group of those
     jobs). Reading the columns of that superset directly (payloads: a vector decompressed per row)
-    took ~700 ms for an account in 40 jobs of 250,000 items; these two steps ~30 ms."""
+    made an account's history in 40 jobs of 250,000 items take ~700-950 ms; ~120-150 ms now."""
     pairs = sorted({(r[0], r[1]) for r in items})
     if len(pairs) <= _ONE_SCAN_EACH:
         sql = " UNION ALL ".join(f"SELECT rowid FROM {table} WHERE job_id = ? AND item_no = ?" for _ in pairs)
