@@ -87,6 +87,10 @@ class Webhook(_Strict):
         return _not_bool(value)
 
 
+# Hosts a relay without STARTTLS may be given credentials on: the connection never leaves the machine.
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 class Email(_Strict):
     smtp_host: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9.:\[\]_-]+$")
     smtp_port: StrictInt = Field(default=25, ge=1, le=65535)
@@ -116,6 +120,9 @@ class Email(_Strict):
     def _both_or_neither(self) -> "Email":
         if (self.username_env is None) != (self.password_env is None):
             raise ValueError("give username_env and password_env together (names of environment variables)")
+        if self.username_env is not None and not self.starttls and self.smtp_host.strip("[]") not in _LOOPBACK:
+            raise ValueError("SMTP credentials need starttls: true (they are never sent in the clear), "
+                             "unless smtp_host is this machine (localhost, 127.0.0.1, ::1)")
         return self
 
 

@@ -314,6 +314,8 @@ def test_smtp_credentials_come_from_the_environment_only(ws, smtp, monkeypatch):
     ("acme: {email: {smtp_host: h, sender: ops@acme.test}}", "acme.email.to", "Field required"),
     ("acme: {email: {smtp_host: h, sender: ops@acme.test, to: [billing], smtp_port: 25}}", "acme.email.to",
      "'billing' is not an email address"),
+    ("acme: {email: {smtp_host: smtp.acme.test, sender: a@b.test, to: [c@d.test], username_env: ACME_SMTP_USER, "
+     "password_env: ACME_SMTP_PW}}", "acme.email", "SMTP credentials need starttls: true"),
     ("acme: {email: {smtp_host: h, sender: a@b, to: [c@d], password: hunter2}}", "acme.email.password",
      "Extra inputs are not permitted"),
     ("acme: {email: {smtp_host: h, sender: a@b, to: [c@d], smtp_port: true}}", "acme.email.smtp_port",
