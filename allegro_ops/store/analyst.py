@@ -19,7 +19,7 @@ import duckdb
 import pandas as pd
 
 from ..errors import BadInput
-from .db import Store
+from .db import Store, rolled_back
 
 __all__ = [
     "Filters", "GROUPABLE", "EXPORT_COLUMNS", "errors", "attempts", "error_counts", "error_codes",
@@ -294,15 +294,8 @@ def copy_errors(con: duckdb.DuckDBPyConnection, f: Filters, target: str, fmt: st
 def snapshot(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
     """One short connection holding one transaction that is always rolled back: every query in it
     sees the same snapshot, and nothing it might change is kept."""
-    with store.connect() as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            yield con
-        finally:
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
+    with store.connect() as con, rolled_back(con):
+        yield con
 
 
 def read_query(con: duckdb.DuckDBPyConnection, query: str, params: list[Any] | dict[str, Any] | None) -> pd.DataFrame:

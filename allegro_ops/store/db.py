@@ -52,7 +52,7 @@ from ..errors import BadInput, StoreBusy
 from . import migrations
 from .migrations import migrate
 
-__all__ = ["Store", "DB_FILENAME", "ROW_GROUP_ROWS"]
+__all__ = ["Store", "DB_FILENAME", "ROW_GROUP_ROWS", "rolled_back"]
 
 DB_FILENAME = "allegro_ops.duckdb"
 T = TypeVar("T")
@@ -212,6 +212,20 @@ def _empty_workspace() -> duckdb.DuckDBPyConnection:
             migrate(instance)
             _EMPTY = instance, versions  # one replaced stays alive while a read still uses it
         return _EMPTY[0].cursor()
+
+
+@contextmanager
+def rolled_back(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One transaction on ``con`` that is always rolled back: every statement in it sees one
+    snapshot, and nothing it might change is kept."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    finally:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -416,13 +430,9 @@ class Store:
     def _empty() -> Iterator[duckdb.DuckDBPyConnection]:
         con = _empty_workspace()
         try:
-            con.execute("BEGIN TRANSACTION")
-            yield con
+            with rolled_back(con):
+                yield con
         finally:
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
             con.close()
 
     def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
