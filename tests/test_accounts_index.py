@@ -227,3 +227,12 @@ def test_rows_whose_row_ids_moved_are_read_by_job_and_number_instead(tmp_path: P
         assert sorted(got) == sorted(expected) and len(got) == 3
     got = store.read(lambda con: accounts._rows_by_id(con, "listed_items", items, found))
     assert sorted(got) == sorted(expected)  # ids in place: read by id
+
+
+def test_synthetic_executions_of_empty_jobs(tmp_path: Path):
+    store = Store(tmp_path / "db.duckdb")
+    written = store.write(lambda con: synthetic.seed_executions(
+        con, client="bench", schedule="daily", config_version=1, snapshot_json="{}",
+        jobs=[("usage-rating", "demo.noop", "{}")], dates=[DAY], items_per_job=0, batch_size=100, error_every=0,
+        now=NOW))
+    assert written == 0 and rows(store, "SELECT status, total FROM jobs") == [("COMPLETED", 0)]

@@ -36,7 +36,7 @@ def seed_executions(
     Every job lists the same accounts (ACC-00000001 ...), each in another order, as a real
     listing's order moves when accounts come and go: the k-th job seeded starts at account
     1 + k * _SHIFT (mod items_per_job), so an account's item number differs from job to job."""
-    written = 0
+    written = seeded = 0
     for day in dates:
         execution_id = con.execute("SELECT nextval('seq_execution')").fetchall()[0][0]
         errored_job = len(jobs)
@@ -48,7 +48,8 @@ def seed_executions(
         )
         for sequence, (name, type_, config_json) in enumerate(jobs, start=1):
             job_id = con.execute("SELECT nextval('seq_job')").fetchall()[0][0]
-            shift = _SHIFT * (written // items_per_job)  # this job's listing order (see the docstring)
+            seeded += 1
+            shift = _SHIFT * (seeded - 1) % max(items_per_job, 1)  # this job's listing order (see the docstring)
             fails = error_every if sequence == errored_job else 0
             con.execute(
                 "INSERT INTO listed_items (job_id, item_no, account_id, batch_id, payload, status, error_code, reason, "
@@ -63,7 +64,7 @@ def seed_executions(
                 "FROM (SELECT n, 'ACC-' || lpad(CAST((n - 1 + ?) % ? + 1 AS VARCHAR), 8, '0') AS acc "
                 "      FROM range(1, ? + 1) r(n))",
                 [job_id, batch_size, day.isoformat(), fails, fails, fails, fails, ERROR_CODES, max(fails, 1),
-                 len(ERROR_CODES), fails, fails, now, shift % items_per_job, items_per_job, items_per_job],
+                 len(ERROR_CODES), fails, fails, now, shift, max(items_per_job, 1), items_per_job],
             )
             accounts.index_listing(con, job_id)  # as the engine does when it marks a job listed
             con.execute(
